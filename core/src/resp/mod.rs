@@ -1,0 +1,164 @@
+//! RESP2/RESP3 framing: a zero-copy, allocation-free decoder bounded against
+//! hostile servers, and an encoder for commands.
+//!
+//! Why our own codec: redis-protocol needs an allocator even in `no_std` and
+//! adds ~19 KB of flash plus a heap on a Cortex-M; the core must run with no
+//! allocator at all. redis-protocol is used as the test oracle and benchmark
+//! yardstick instead (see `tests/resp_differential.rs`).
+//!
+//! Decoding: [`decode`] looks at the front of a byte slice and returns one
+//! complete [`Frame`] borrowed from it plus the number of bytes it used, or
+//! [`Decoded::Incomplete`], or a [`DecodeError`]. Aggregates are validated in
+//! full (depth, lengths, well-formedness) by that one call, without recursion,
+//! and then iterated lazily with [`Aggregate::iter`].
+//!
+//! Streamed aggregates and strings (`$?`, `*?`, `%?`, `~?`, `>?`) are not
+//! supported: Redis never sends them, and they decode to
+//! [`DecodeError::StreamedUnsupported`].
+
+mod decode;
+pub mod encode;
+
+pub use decode::{decode, Aggregate, AggregateIter};
+
+/// Limits a hostile or broken server cannot get around.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Limits {
+    /// Deepest nesting of aggregates accepted (a top-level array is depth 1).
+    /// At most [`MAX_DEPTH_CAP`].
+    pub max_depth: u8,
+    /// Longest bulk string, bulk error, verbatim string or big number accepted.
+    pub max_bulk_len: usize,
+    /// Most elements in one aggregate (a map of n pairs counts 2n).
+    pub max_aggregate_len: usize,
+}
+
+/// The decoder keeps its nesting stack in a fixed array of this many entries.
+pub const MAX_DEPTH_CAP: u8 = 64;
+
+impl Limits {
+    /// Redis's own limits: 512 MiB bulks, depth 32, 2^32-1 elements.
+    pub const REDIS: Limits = Limits {
+        max_depth: 32,
+        max_bulk_len: 512 * 1024 * 1024,
+        max_aggregate_len: u32::MAX as usize,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::REDIS
+    }
+}
+
+/// One decoded RESP value, borrowing from the input buffer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Frame<'a> {
+    /// `+OK`
+    SimpleString(&'a [u8]),
+    /// `-ERR ...`: the whole line after `-`, code included.
+    SimpleError(&'a [u8]),
+    /// `:42`
+    Integer(i64),
+    /// `$3\r\nfoo`
+    BulkString(&'a [u8]),
+    /// RESP2 `$-1` / `*-1` and RESP3 `_`.
+    Null,
+    /// `*n`
+    Array(Aggregate<'a>),
+    /// `%n`: iterating yields key, value, key, value, ...
+    Map(Aggregate<'a>),
+    /// `~n`
+    Set(Aggregate<'a>),
+    /// `>n`: out-of-band data (pub/sub, invalidation), never a reply.
+    Push(Aggregate<'a>),
+    /// `#t` / `#f`
+    Boolean(bool),
+    /// `,3.14`, `,inf`, `,-inf`, `,nan`
+    Double(f64),
+    /// `(3492890328409238509324850943850943825024385`: the digits as sent.
+    BigNumber(&'a [u8]),
+    /// `!21\r\nSYNTAX invalid syntax`
+    BulkError(&'a [u8]),
+    /// `=15\r\ntxt:Some string`: the 3-byte format and the text after the colon.
+    Verbatim { format: [u8; 3], text: &'a [u8] },
+}
+
+impl<'a> Frame<'a> {
+    /// The error text when this frame is a simple or bulk error.
+    pub fn error_text(&self) -> Option<&'a [u8]> {
+        match *self {
+            Frame::SimpleError(t) | Frame::BulkError(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// What [`decode`] found at the front of the buffer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Decoded<'a> {
+    /// A complete frame and the bytes it used. A RESP3 attribute (`|`) in front
+    /// of the frame is included in `consumed` and handed over in `attributes`.
+    Frame { frame: Frame<'a>, attributes: Option<Aggregate<'a>>, consumed: usize },
+    /// The buffer holds the start of a frame but not all of it. `needed` is the
+    /// total length of the buffer that would be enough when known (e.g. after a
+    /// bulk header), else `None`.
+    Incomplete { needed: Option<usize> },
+}
+
+/// Why bytes are not valid RESP (or break a [`Limits`] bound).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The first byte of a frame is not a RESP type marker.
+    UnknownType { byte: u8 },
+    /// A length, integer, boolean or double is malformed.
+    InvalidNumber,
+    /// A line or a bulk payload is not followed by `\r\n`.
+    MissingCrlf,
+    /// A verbatim string shorter than `xxx:`.
+    InvalidVerbatim,
+    /// A boolean other than `#t` / `#f`.
+    InvalidBoolean,
+    /// `$?`-style streamed types.
+    StreamedUnsupported,
+    /// Nesting deeper than [`Limits::max_depth`].
+    TooDeep { max: u8 },
+    /// A bulk longer than [`Limits::max_bulk_len`].
+    BulkTooLong { len: u64, max: usize },
+    /// An aggregate longer than [`Limits::max_aggregate_len`].
+    AggregateTooLong { len: u64, max: usize },
+    /// A simple line (status, error, number) longer than the bulk limit
+    /// without a CRLF: the peer is not speaking RESP.
+    LineTooLong { max: usize },
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            DecodeError::UnknownType { byte } => write!(f, "invalid RESP: unknown type byte 0x{byte:02x}"),
+            DecodeError::InvalidNumber => f.write_str("invalid RESP: malformed length or number"),
+            DecodeError::MissingCrlf => f.write_str("invalid RESP: missing CRLF terminator"),
+            DecodeError::InvalidVerbatim => f.write_str("invalid RESP: malformed verbatim string"),
+            DecodeError::InvalidBoolean => f.write_str("invalid RESP: boolean must be #t or #f"),
+            DecodeError::StreamedUnsupported => f.write_str("RESP3 streamed types are not supported"),
+            DecodeError::TooDeep { max } => write!(f, "RESP nesting deeper than the limit of {max}"),
+            DecodeError::BulkTooLong { len, max } => {
+                write!(f, "RESP bulk of {len} bytes exceeds the limit of {max} bytes")
+            }
+            DecodeError::AggregateTooLong { len, max } => {
+                write!(f, "RESP aggregate of {len} elements exceeds the limit of {max}")
+            }
+            DecodeError::LineTooLong { max } => write!(f, "RESP line longer than {max} bytes without CRLF"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+extern crate std;
+#[cfg(feature = "std")]
+impl std::error::Error for DecodeError {}

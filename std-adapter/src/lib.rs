@@ -1,0 +1,1 @@
+//! resilis: the Tokio driver of resilis-core (being written, issue 4).
