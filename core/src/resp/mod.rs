@@ -19,7 +19,7 @@
 mod decode;
 pub mod encode;
 
-pub use decode::{decode, Aggregate, AggregateIter};
+pub use decode::{Aggregate, AggregateIter, decode};
 
 /// Limits a hostile or broken server cannot get around.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +102,11 @@ impl<'a> Frame<'a> {
 pub enum Decoded<'a> {
     /// A complete frame and the bytes it used. A RESP3 attribute (`|`) in front
     /// of the frame is included in `consumed` and handed over in `attributes`.
-    Frame { frame: Frame<'a>, attributes: Option<Aggregate<'a>>, consumed: usize },
+    Frame {
+        frame: Frame<'a>,
+        attributes: Option<Aggregate<'a>>,
+        consumed: usize,
+    },
     /// The buffer holds the start of a frame but not all of it. `needed` is the
     /// total length of the buffer that would be enough when known (e.g. after a
     /// bulk header), else `None`.
@@ -140,20 +144,34 @@ pub enum DecodeError {
 impl core::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            DecodeError::UnknownType { byte } => write!(f, "invalid RESP: unknown type byte 0x{byte:02x}"),
+            DecodeError::UnknownType { byte } => {
+                write!(f, "invalid RESP: unknown type byte 0x{byte:02x}")
+            }
             DecodeError::InvalidNumber => f.write_str("invalid RESP: malformed length or number"),
             DecodeError::MissingCrlf => f.write_str("invalid RESP: missing CRLF terminator"),
             DecodeError::InvalidVerbatim => f.write_str("invalid RESP: malformed verbatim string"),
             DecodeError::InvalidBoolean => f.write_str("invalid RESP: boolean must be #t or #f"),
-            DecodeError::StreamedUnsupported => f.write_str("RESP3 streamed types are not supported"),
-            DecodeError::TooDeep { max } => write!(f, "RESP nesting deeper than the limit of {max}"),
+            DecodeError::StreamedUnsupported => {
+                f.write_str("RESP3 streamed types are not supported")
+            }
+            DecodeError::TooDeep { max } => {
+                write!(f, "RESP nesting deeper than the limit of {max}")
+            }
             DecodeError::BulkTooLong { len, max } => {
-                write!(f, "RESP bulk of {len} bytes exceeds the limit of {max} bytes")
+                write!(
+                    f,
+                    "RESP bulk of {len} bytes exceeds the limit of {max} bytes"
+                )
             }
             DecodeError::AggregateTooLong { len, max } => {
-                write!(f, "RESP aggregate of {len} elements exceeds the limit of {max}")
+                write!(
+                    f,
+                    "RESP aggregate of {len} elements exceeds the limit of {max}"
+                )
             }
-            DecodeError::LineTooLong { max } => write!(f, "RESP line longer than {max} bytes without CRLF"),
+            DecodeError::LineTooLong { max } => {
+                write!(f, "RESP line longer than {max} bytes without CRLF")
+            }
         }
     }
 }
