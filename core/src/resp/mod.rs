@@ -18,6 +18,8 @@
 
 mod decode;
 pub mod encode;
+#[cfg(feature = "alloc")]
+pub mod interop;
 
 pub use decode::{Aggregate, AggregateIter, decode};
 
