@@ -1,0 +1,896 @@
+//! Connection configuration: the seed's defaults, `redis://` / `rediss://`
+//! URLs and the `REDIS_*` environment variables, parsed from strings into
+//! fixed-capacity storage. Reading the process environment is the adapter's
+//! job; [`Config::from_env`] takes a lookup function.
+//!
+//! Capacities (documented limits of the no-alloc storage): host 255 bytes
+//! (the DNS maximum), username 128, password 256, client name 64.
+
+use core::fmt;
+
+use heapless::String;
+
+use crate::backoff::BackoffConfig;
+use crate::resp::Limits;
+use crate::time::Duration;
+
+pub const HOST_CAP: usize = 255;
+pub const USERNAME_CAP: usize = 128;
+pub const PASSWORD_CAP: usize = 256;
+pub const CLIENT_NAME_CAP: usize = 64;
+/// How much of a rejected value an error quotes back.
+const QUOTE_CAP: usize = 48;
+
+/// A password: never shown by `Debug` or `Display`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String<PASSWORD_CAP>);
+
+impl Secret {
+    pub fn new(value: &str) -> Result<Secret, ConfigError> {
+        let mut s = String::new();
+        s.push_str(value).map_err(|_| {
+            ConfigError::secret("password", ConfigErrorKind::TooLong { max: PASSWORD_CAP })
+        })?;
+        Ok(Secret(s))
+    }
+
+    /// The secret itself, for the AUTH/HELLO command only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Secret {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::write!(f, "<redacted>")
+    }
+}
+
+/// RESP protocol version requested with HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Protocol {
+    Resp2,
+    Resp3,
+}
+
+impl Protocol {
+    pub fn version(self) -> u8 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
+/// What a submitted command does while the connection is not ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OfflinePolicy {
+    /// Hold it in the bounded offline queue until ready or its deadline.
+    Queue,
+    /// Refuse it at once with [`crate::SubmitError::NotReady`].
+    FailFast,
+}
+
+/// The bounded offline/in-flight queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct QueueConfig {
+    /// Most commands held while not ready (also bounded by the connection's
+    /// const capacity).
+    pub max_commands: usize,
+    /// Most bytes of encoded commands held while not ready.
+    pub max_bytes: usize,
+    pub offline: OfflinePolicy,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_commands: 1024,
+            max_bytes: 1024 * 1024,
+            offline: OfflinePolicy::Queue,
+        }
+    }
+}
+
+/// Everything one connection needs. Build with [`Config::default`],
+/// [`Config::from_url`] or [`Config::from_env`], then adjust fields.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    pub host: String<HOST_CAP>,
+    pub port: u16,
+    /// `rediss://` or `REDIS_TLS=true`.
+    pub tls: bool,
+    /// ACL user; empty means the default user.
+    pub username: String<USERNAME_CAP>,
+    /// Empty means no AUTH.
+    pub password: Secret,
+    pub db: u32,
+    pub protocol: Protocol,
+    /// Sent with CLIENT SETNAME; empty means none.
+    pub client_name: String<CLIENT_NAME_CAP>,
+    /// TCP connect (the seed's `connectTimeout: 30000`).
+    pub connect_timeout: Duration,
+    /// TLS handshake, once TCP is up.
+    pub tls_timeout: Duration,
+    /// HELLO/AUTH/SELECT, once the transport is up.
+    pub handshake_timeout: Duration,
+    /// TCP keepalive idle time, applied by adapters (the seed's `keepAlive: 5000`).
+    pub tcp_keepalive: Duration,
+    /// PING after this long with nothing received (the seed's `pingInterval: 5000`).
+    pub ping_interval: Duration,
+    /// The oldest unanswered request (a PING or a command) may wait this long
+    /// with nothing received before the connection is declared dead.
+    pub ping_timeout: Duration,
+    /// Default per-command deadline adapters apply when the caller gives none.
+    pub command_timeout: Duration,
+    pub backoff: BackoffConfig,
+    /// After a permanent failure (bad password, ACL denial): probe again after
+    /// this long; `None` waits for an explicit retry.
+    pub permanent_retry: Option<Duration>,
+    pub queue: QueueConfig,
+    pub resp_limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut host = String::new();
+        // "127.0.0.1" always fits in HOST_CAP.
+        let _ = host.push_str("127.0.0.1");
+        Config {
+            host,
+            port: 6379,
+            tls: false,
+            username: String::new(),
+            password: Secret::default(),
+            db: 0,
+            protocol: Protocol::Resp3,
+            client_name: String::new(),
+            connect_timeout: Duration::from_secs(30),
+            tls_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            tcp_keepalive: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            backoff: BackoffConfig::default(),
+            permanent_retry: Some(Duration::from_secs(30)),
+            queue: QueueConfig::default(),
+            resp_limits: Limits::REDIS,
+        }
+    }
+}
+
+/// The environment variables [`Config::from_env`] reads, in the order of the
+/// README's configuration table.
+pub const ENV_VARS: &[&str] = &[
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_DB",
+    "REDIS_TLS",
+    "REDIS_CLIENT_NAME",
+    "REDIS_PROTOCOL",
+    "REDIS_CONNECT_TIMEOUT",
+    "REDIS_KEEPALIVE",
+    "REDIS_PING_INTERVAL",
+    "REDIS_PING_TIMEOUT",
+    "REDIS_COMMAND_TIMEOUT",
+    "REDIS_MAX_RECONNECT_ATTEMPTS",
+];
+
+/// The URL query options [`Config::from_url`] accepts.
+pub const URL_OPTIONS: &[&str] = &[
+    "protocol",
+    "client_name",
+    "connect_timeout",
+    "keepalive",
+    "ping_interval",
+    "ping_timeout",
+    "command_timeout",
+    "max_reconnect_attempts",
+];
+
+impl Config {
+    /// Parses `redis://[user[:password]@]host[:port][/db][?option=value&...]`
+    /// or `rediss://...` (TLS). Hosts may be IPv6 literals in brackets; user and
+    /// password may be percent-encoded. Options: see [`URL_OPTIONS`].
+    pub fn from_url(url: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.apply_url(url, Origin::Url)?;
+        Ok(config)
+    }
+
+    /// Reads the seed's variables through `lookup` (the adapter passes the
+    /// process environment). `REDIS_URL` wins over `REDIS_HOST`/`REDIS_PORT`;
+    /// `REDIS_USERNAME`/`REDIS_PASSWORD`/`REDIS_DB` fill in what the URL leaves
+    /// out; `REDIS_TLS=true` forces TLS even on a `redis://` URL.
+    pub fn from_env<F, V>(mut lookup: F) -> Result<Config, ConfigError>
+    where
+        F: FnMut(&str) -> Option<V>,
+        V: AsRef<str>,
+    {
+        let mut config = Config::default();
+        let mut get = |name: &str| lookup(name).filter(|v| !v.as_ref().trim().is_empty());
+        let mut url_set = UrlParts::default();
+        if let Some(url) = get("REDIS_URL") {
+            url_set = config.apply_url(url.as_ref().trim(), Origin::Env)?;
+        } else {
+            if let Some(host) = get("REDIS_HOST") {
+                config.host = bounded("REDIS_HOST", host.as_ref().trim())?;
+            }
+            if let Some(port) = get("REDIS_PORT") {
+                config.port = parse_port("REDIS_PORT", port.as_ref())?;
+            }
+        }
+        if !url_set.username
+            && let Some(user) = get("REDIS_USERNAME")
+        {
+            config.username = bounded("REDIS_USERNAME", user.as_ref())?;
+        }
+        if !url_set.password
+            && let Some(pass) = get("REDIS_PASSWORD")
+        {
+            config.password = Secret::new(pass.as_ref()).map_err(|e| ConfigError {
+                field: "REDIS_PASSWORD",
+                ..e
+            })?;
+        }
+        if !url_set.db
+            && let Some(db) = get("REDIS_DB")
+        {
+            config.db = parse_db("REDIS_DB", db.as_ref())?;
+        }
+        if let Some(tls) = get("REDIS_TLS") {
+            // REDIS_TLS=false does not downgrade a rediss:// URL: that would
+            // silently send the password in clear text.
+            config.tls |= parse_bool("REDIS_TLS", tls.as_ref())?;
+        }
+        for (var, option) in ENV_OPTIONS {
+            if let Some(value) = get(var) {
+                config.apply_option(option, var, value.as_ref())?;
+            }
+        }
+        Ok(config)
+    }
+
+    fn apply_url(&mut self, url: &str, origin: Origin) -> Result<UrlParts, ConfigError> {
+        let field = origin.field();
+        let mut set = UrlParts::default();
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| ConfigError::new(field, ConfigErrorKind::InvalidScheme, url))?;
+        self.tls = match scheme.to_ascii_lowercase_fixed().as_str() {
+            "redis" => false,
+            "rediss" => true,
+            _ => {
+                return Err(ConfigError::new(
+                    field,
+                    ConfigErrorKind::InvalidScheme,
+                    scheme,
+                ));
+            }
+        };
+        let (before_query, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = match before_query.split_once('/') {
+            Some((a, p)) => (a, p),
+            None => (before_query, ""),
+        };
+        // The userinfo ends at the last '@': passwords may contain '@' unencoded.
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if let Some(userinfo) = userinfo {
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            if !user.is_empty() {
+                self.username = percent_decode::<USERNAME_CAP>(user)
+                    .map_err(|kind| ConfigError::new(origin.named("username"), kind, user))?;
+                set.username = true;
+            }
+            if let Some(pass) = pass.filter(|p| !p.is_empty()) {
+                let decoded = percent_decode::<PASSWORD_CAP>(pass)
+                    .map_err(|kind| ConfigError::secret(origin.named("password"), kind))?;
+                self.password = Secret(decoded);
+                set.password = true;
+            }
+        }
+        let (host, port) = split_host_port(hostport, origin)?;
+        if host.is_empty() {
+            return Err(ConfigError::new(field, ConfigErrorKind::MissingHost, ""));
+        }
+        self.host = bounded(origin.named("host"), host)?;
+        if let Some(port) = port {
+            self.port = parse_port(origin.named("port"), port)?;
+        }
+        if !path.is_empty() {
+            self.db = parse_db(origin.named("database"), path)?;
+            set.db = true;
+        }
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let option = URL_OPTIONS.iter().find(|o| **o == key).ok_or_else(|| {
+                ConfigError::new(origin.named("option"), ConfigErrorKind::UnknownOption, key)
+            })?;
+            self.apply_option(option, origin.named(option), value)?;
+        }
+        Ok(set)
+    }
+
+    fn apply_option(
+        &mut self,
+        option: &str,
+        field: &'static str,
+        value: &str,
+    ) -> Result<(), ConfigError> {
+        let value = value.trim();
+        match option {
+            "protocol" => {
+                self.protocol = match value {
+                    "2" | "resp2" | "RESP2" => Protocol::Resp2,
+                    "3" | "resp3" | "RESP3" => Protocol::Resp3,
+                    _ => {
+                        return Err(ConfigError::new(
+                            field,
+                            ConfigErrorKind::InvalidProtocol,
+                            value,
+                        ));
+                    }
+                }
+            }
+            "client_name" => {
+                if value.bytes().any(|b| b <= b' ') {
+                    return Err(ConfigError::new(
+                        field,
+                        ConfigErrorKind::InvalidClientName,
+                        value,
+                    ));
+                }
+                self.client_name = bounded(field, value)?;
+            }
+            "connect_timeout" => self.connect_timeout = parse_duration(field, value)?,
+            "keepalive" => self.tcp_keepalive = parse_duration(field, value)?,
+            "ping_interval" => self.ping_interval = parse_duration(field, value)?,
+            "ping_timeout" => self.ping_timeout = parse_duration(field, value)?,
+            "command_timeout" => self.command_timeout = parse_duration(field, value)?,
+            "max_reconnect_attempts" => {
+                self.backoff.max_attempts = value
+                    .parse::<u32>()
+                    .map_err(|_| ConfigError::new(field, ConfigErrorKind::InvalidCount, value))?
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    field,
+                    ConfigErrorKind::UnknownOption,
+                    option,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+const ENV_OPTIONS: &[(&str, &str)] = &[
+    ("REDIS_CLIENT_NAME", "client_name"),
+    ("REDIS_PROTOCOL", "protocol"),
+    ("REDIS_CONNECT_TIMEOUT", "connect_timeout"),
+    ("REDIS_KEEPALIVE", "keepalive"),
+    ("REDIS_PING_INTERVAL", "ping_interval"),
+    ("REDIS_PING_TIMEOUT", "ping_timeout"),
+    ("REDIS_COMMAND_TIMEOUT", "command_timeout"),
+    ("REDIS_MAX_RECONNECT_ATTEMPTS", "max_reconnect_attempts"),
+];
+
+#[derive(Default)]
+struct UrlParts {
+    username: bool,
+    password: bool,
+    db: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Origin {
+    Url,
+    Env,
+}
+
+impl Origin {
+    fn field(self) -> &'static str {
+        match self {
+            Origin::Url => "URL",
+            Origin::Env => "REDIS_URL",
+        }
+    }
+
+    /// Field names quoted in errors: "REDIS_URL port" when the URL came from the
+    /// environment, so the user knows which variable to fix.
+    fn named(self, part: &str) -> &'static str {
+        macro_rules! names {
+            ($($p:literal),*) => {
+                match (self, part) {
+                    $((Origin::Url, $p) => concat!("URL ", $p), (Origin::Env, $p) => concat!("REDIS_URL ", $p),)*
+                    _ => self.field(),
+                }
+            };
+        }
+        names!(
+            "username",
+            "password",
+            "host",
+            "port",
+            "database",
+            "option",
+            "protocol",
+            "client_name",
+            "connect_timeout",
+            "keepalive",
+            "ping_interval",
+            "ping_timeout",
+            "command_timeout",
+            "max_reconnect_attempts"
+        )
+    }
+}
+
+trait AsciiLower {
+    fn to_ascii_lowercase_fixed(&self) -> String<8>;
+}
+
+impl AsciiLower for str {
+    /// Schemes longer than 8 bytes are invalid anyway; they come back empty.
+    fn to_ascii_lowercase_fixed(&self) -> String<8> {
+        let mut out = String::new();
+        for c in self.chars() {
+            if out.push(c.to_ascii_lowercase()).is_err() {
+                return String::new();
+            }
+        }
+        out
+    }
+}
+
+fn split_host_port(hostport: &str, origin: Origin) -> Result<(&str, Option<&str>), ConfigError> {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(|| {
+            ConfigError::new(origin.named("host"), ConfigErrorKind::InvalidIpv6, hostport)
+        })?;
+        if host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(ConfigError::new(
+                origin.named("host"),
+                ConfigErrorKind::InvalidIpv6,
+                hostport,
+            ));
+        }
+        return match after {
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host, Some(port))),
+                None => Err(ConfigError::new(
+                    origin.named("host"),
+                    ConfigErrorKind::InvalidIpv6,
+                    hostport,
+                )),
+            },
+        };
+    }
+    match hostport.split_once(':') {
+        Some((host, port)) => Ok((host, Some(port))),
+        None => Ok((hostport, None)),
+    }
+}
+
+fn bounded<const N: usize>(field: &'static str, value: &str) -> Result<String<N>, ConfigError> {
+    let mut s = String::new();
+    s.push_str(value)
+        .map_err(|_| ConfigError::new(field, ConfigErrorKind::TooLong { max: N }, value))?;
+    Ok(s)
+}
+
+fn parse_port(field: &'static str, value: &str) -> Result<u16, ConfigError> {
+    match value.trim().parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(ConfigError::new(field, ConfigErrorKind::InvalidPort, value)),
+    }
+}
+
+fn parse_db(field: &'static str, value: &str) -> Result<u32, ConfigError> {
+    value
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| ConfigError::new(field, ConfigErrorKind::InvalidDb, value))
+}
+
+fn parse_bool(field: &'static str, value: &str) -> Result<bool, ConfigError> {
+    let v = value.trim();
+    for (text, result) in [("true", true), ("1", true), ("yes", true), ("on", true)]
+        .into_iter()
+        .chain([
+            ("false", false),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+        ])
+    {
+        if v.eq_ignore_ascii_case(text) {
+            return Ok(result);
+        }
+    }
+    Err(ConfigError::new(field, ConfigErrorKind::InvalidBool, value))
+}
+
+/// `250ms`, `5s`, `2m`, or a bare number of milliseconds (like the seed's
+/// `connectTimeout: 30000`).
+pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let v = value.trim();
+    let err = || ConfigError::new(field, ConfigErrorKind::InvalidDuration, value);
+    let digits_end = v
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(digits_end);
+    let n: u64 = number.parse().map_err(|_| err())?;
+    let millis = match unit {
+        "" | "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" | "min" => n.checked_mul(60_000),
+        _ => None,
+    }
+    .ok_or_else(err)?;
+    Ok(Duration::from_millis(millis))
+}
+
+fn percent_decode<const N: usize>(input: &str) -> Result<String<N>, ConfigErrorKind> {
+    let bytes = input.as_bytes();
+    let mut out: heapless::Vec<u8, N> = heapless::Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .ok_or(ConfigErrorKind::InvalidPercentEncoding)?;
+                let hi = hex_val(hex[0]).ok_or(ConfigErrorKind::InvalidPercentEncoding)?;
+                let lo = hex_val(hex[1]).ok_or(ConfigErrorKind::InvalidPercentEncoding)?;
+                i += 3;
+                hi << 4 | lo
+            }
+            b => {
+                i += 1;
+                b
+            }
+        };
+        out.push(b)
+            .map_err(|_| ConfigErrorKind::TooLong { max: N })?;
+    }
+    String::from_utf8(out).map_err(|_| ConfigErrorKind::InvalidPercentEncoding)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// What is wrong with a configuration value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    InvalidScheme,
+    MissingHost,
+    InvalidIpv6,
+    InvalidPort,
+    InvalidDb,
+    InvalidBool,
+    InvalidDuration,
+    InvalidProtocol,
+    InvalidCount,
+    InvalidClientName,
+    InvalidPercentEncoding,
+    UnknownOption,
+    TooLong { max: usize },
+}
+
+/// A rejected configuration value: which field, why, what was given (never
+/// for secrets) and, through `Display`, how to fix it.
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ConfigError {
+    /// The variable or URL part, e.g. `REDIS_PORT` or `REDIS_URL port`.
+    pub field: &'static str,
+    pub kind: ConfigErrorKind,
+    /// The rejected value, cut to 48 bytes; `None` for secrets.
+    got: Option<String<QUOTE_CAP>>,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, kind: ConfigErrorKind, got: &str) -> ConfigError {
+        let mut quoted = String::new();
+        for c in got.chars() {
+            if quoted.push(c).is_err() {
+                break;
+            }
+        }
+        ConfigError {
+            field,
+            kind,
+            got: Some(quoted),
+        }
+    }
+
+    fn secret(field: &'static str, kind: ConfigErrorKind) -> ConfigError {
+        ConfigError {
+            field,
+            kind,
+            got: None,
+        }
+    }
+
+    /// The rejected value as given (cut short), or `None` for a secret.
+    pub fn got(&self) -> Option<&str> {
+        self.got.as_deref()
+    }
+}
+
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConfigError({self})")
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let field = self.field;
+        match self.kind {
+            ConfigErrorKind::InvalidScheme => write!(
+                f,
+                "{field} must start with redis:// (plain) or rediss:// (TLS)"
+            )?,
+            ConfigErrorKind::MissingHost => {
+                write!(f, "{field} has no host: use redis://host:6379")?
+            }
+            ConfigErrorKind::InvalidIpv6 => write!(
+                f,
+                "{field} must be an IPv6 literal in brackets, e.g. [::1]:6379"
+            )?,
+            ConfigErrorKind::InvalidPort => write!(f, "{field} must be a number from 1 to 65535")?,
+            ConfigErrorKind::InvalidDb => {
+                write!(f, "{field} must be a database number from 0 (e.g. /0)")?
+            }
+            ConfigErrorKind::InvalidBool => write!(f, "{field} must be true or false")?,
+            ConfigErrorKind::InvalidDuration => write!(
+                f,
+                "{field} must be a duration like 500ms, 5s or 2m (a bare number is milliseconds)"
+            )?,
+            ConfigErrorKind::InvalidProtocol => write!(f, "{field} must be 2 or 3")?,
+            ConfigErrorKind::InvalidCount => write!(f, "{field} must be a whole number from 0")?,
+            ConfigErrorKind::InvalidClientName => {
+                write!(f, "{field} must not contain spaces or control characters")?
+            }
+            ConfigErrorKind::InvalidPercentEncoding => write!(
+                f,
+                "{field} has a bad percent-encoding: write special characters as %XX (e.g. @ as %40)"
+            )?,
+            ConfigErrorKind::UnknownOption => {
+                write!(f, "{field} is not a known option; known: ")?;
+                for (i, o) in URL_OPTIONS.iter().enumerate() {
+                    write!(f, "{}{o}", if i > 0 { ", " } else { "" })?;
+                }
+            }
+            ConfigErrorKind::TooLong { max } => {
+                write!(f, "{field} is longer than the {max} bytes resilis can hold")?
+            }
+        }
+        match &self.got {
+            Some(got) => write!(f, ", got \"{got}\""),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl FnMut(&str) -> Option<&'a str> {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let c = Config::default();
+        assert_eq!(c.connect_timeout, Duration::from_secs(30));
+        assert_eq!(c.tcp_keepalive, Duration::from_secs(5));
+        assert_eq!(c.ping_interval, Duration::from_secs(5));
+        assert_eq!(c.backoff.initial, Duration::from_millis(100));
+        assert_eq!(c.backoff.max_delay, Duration::from_secs(3));
+        assert_eq!(c.backoff.max_attempts, 10);
+        assert_eq!((c.host.as_str(), c.port, c.tls), ("127.0.0.1", 6379, false));
+    }
+
+    #[test]
+    fn full_url() {
+        let c = Config::from_url(
+            "rediss://app:s%40cret@cache.example.com:25061/3?protocol=2&ping_interval=2s",
+        )
+        .unwrap();
+        assert!(c.tls);
+        assert_eq!(c.username.as_str(), "app");
+        assert_eq!(c.password.expose(), "s@cret");
+        assert_eq!(c.host.as_str(), "cache.example.com");
+        assert_eq!(c.port, 25061);
+        assert_eq!(c.db, 3);
+        assert_eq!(c.protocol, Protocol::Resp2);
+        assert_eq!(c.ping_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn heroku_style_empty_user_and_ipv6() {
+        let c = Config::from_url("rediss://:pw@[::1]:7000").unwrap();
+        assert_eq!(c.username.as_str(), "");
+        assert_eq!(c.password.expose(), "pw");
+        assert_eq!(c.host.as_str(), "::1");
+        assert_eq!(c.port, 7000);
+        let c = Config::from_url("redis://[fe80::1]").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("fe80::1", 6379));
+    }
+
+    #[test]
+    fn bad_urls_name_the_field_and_the_fix() {
+        let e = Config::from_url("http://localhost").unwrap_err();
+        assert_eq!(e.kind, ConfigErrorKind::InvalidScheme);
+        assert!(e.to_string().contains("rediss://"), "{e}");
+        let e = Config::from_url("redis://localhost:abc").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "URL port must be a number from 1 to 65535, got \"abc\""
+        );
+        let e = Config::from_url("redis://localhost:0").unwrap_err();
+        assert_eq!(e.kind, ConfigErrorKind::InvalidPort);
+        let e = Config::from_url("redis://localhost/x").unwrap_err();
+        assert_eq!(e.kind, ConfigErrorKind::InvalidDb);
+        let e = Config::from_url("redis://[::1").unwrap_err();
+        assert_eq!(e.kind, ConfigErrorKind::InvalidIpv6);
+        let e = Config::from_url("redis://h?bogus=1").unwrap_err();
+        assert_eq!(e.kind, ConfigErrorKind::UnknownOption);
+        assert!(e.to_string().contains("ping_interval"), "{e}");
+        let e = Config::from_url("redis://:p@/").unwrap_err();
+        assert_eq!(e.kind, ConfigErrorKind::MissingHost);
+        assert!(
+            !e.to_string().contains('p') || !e.to_string().contains(":p@"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn password_never_shown() {
+        let c = Config::from_url("redis://u:hunter2@h").unwrap();
+        let shown = std::format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let e = Config::from_url("redis://u:hun%zzter2@h").unwrap_err();
+        assert_eq!(e.got(), None);
+        assert!(!std::format!("{e} {e:?}").contains("hun"), "{e}");
+    }
+
+    #[test]
+    fn env_variables() {
+        let c = Config::from_env(env(&[
+            ("REDIS_HOST", "cache.internal"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "pw"),
+            ("REDIS_DB", "2"),
+            ("REDIS_TLS", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.db, c.tls),
+            ("cache.internal", 6380, 2, true)
+        );
+        assert_eq!(c.password.expose(), "pw");
+    }
+
+    #[test]
+    fn redis_tls_forces_tls_on_a_plain_url_but_never_downgrades() {
+        let c = Config::from_env(env(&[
+            ("REDIS_URL", "redis://default:pw@h:6379"),
+            ("REDIS_TLS", "true"),
+        ]))
+        .unwrap();
+        assert!(c.tls);
+        let c =
+            Config::from_env(env(&[("REDIS_URL", "rediss://h"), ("REDIS_TLS", "false")])).unwrap();
+        assert!(c.tls);
+    }
+
+    #[test]
+    fn url_wins_over_host_and_port_and_env_fills_gaps() {
+        let c = Config::from_env(env(&[
+            ("REDIS_URL", "redis://url-host:1234"),
+            ("REDIS_HOST", "other"),
+            ("REDIS_PASSWORD", "from-env"),
+        ]))
+        .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("url-host", 1234));
+        assert_eq!(c.password.expose(), "from-env");
+    }
+
+    #[test]
+    fn bad_env_values() {
+        let e = Config::from_env(env(&[("REDIS_PORT", "abc")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "REDIS_PORT must be a number from 1 to 65535, got \"abc\""
+        );
+        let e = Config::from_env(env(&[("REDIS_TLS", "maybe")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "REDIS_TLS must be true or false, got \"maybe\""
+        );
+        let e = Config::from_env(env(&[("REDIS_PING_INTERVAL", "5 parsecs")])).unwrap_err();
+        assert_eq!(e.field, "REDIS_PING_INTERVAL");
+        let e = Config::from_env(env(&[("REDIS_URL", "redis://h:99999")])).unwrap_err();
+        assert_eq!(e.field, "REDIS_URL port");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("x", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_duration("x", "30000").unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("x", "-1s").is_err());
+        assert!(parse_duration("x", "99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn too_long_values_are_typed_errors() {
+        let long = "a".repeat(300);
+        let e = Config::from_url(&std::format!("redis://{long}:1")).unwrap_err();
+        assert_eq!(e.kind, ConfigErrorKind::TooLong { max: HOST_CAP });
+        let e = Config::from_url(&std::format!("redis://u:{}@h", "p".repeat(300))).unwrap_err();
+        assert_eq!(e.got(), None);
+    }
+}

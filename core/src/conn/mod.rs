@@ -1,0 +1,1033 @@
+//! One Redis connection as a sans-I/O state machine.
+//!
+//! [`Connection`] owns every decision: when to open a transport, what to
+//! write, when a connection is dead, how long to back off, whether a failure
+//! is worth retrying, when to engage the fallback cache. It never reads a
+//! clock, never sleeps and never touches a socket.
+//!
+//! Its methods come in three kinds (after quinn-proto):
+//! - getters (`&self`): [`phase`](Connection::phase), [`stats`](Connection::stats), ...
+//! - handlers of inputs, `handle_*`, each taking `now`;
+//! - the poller [`poll_output`](Connection::poll_output), called after every
+//!   input until it returns [`Output::Wait`].
+//!
+//! All phase transitions are in the `impl` block marked TRANSITIONS below,
+//! which reads top to bottom as the state diagram in ARCHITECTURE.md:
+//!
+//! ```text
+//! Idle ─start→ Connecting ─opened→ [TlsHandshake ─established→] Handshake ─ok→ Ready
+//!   any failure (transient) → Backoff ─retry_at→ Connecting ...   (attempts 1..=max)
+//!   schedule used up        → Down    ─probe_at→ Connecting ...   (or GaveUp)
+//!   permanent failure       → Failed  ─retry_at / handle_retry→ Connecting
+//!   handle_shutdown from anywhere → Shutdown
+//! ```
+
+mod commands;
+mod handshake;
+
+use heapless::{Deque, Vec};
+
+pub use commands::{CommandId, IndeterminateCause, Outcome};
+pub use handshake::{HandshakeStep, ServerVersion};
+
+use crate::backoff::{Backoff, Step};
+use crate::config::{Config, OfflinePolicy, Protocol};
+use crate::reason::{
+    DisconnectReason, FailureClass, HandshakeError, TlsEvidence, TransportError,
+    classify_handshake_error, looks_like_tls,
+};
+use crate::resp::{self, Decoded, Frame};
+use crate::time::{Duration, Instant};
+use commands::{Commands, Full, Matched, SlotKind};
+
+/// Room for the core's own requests (HELLO with a 128-byte user, a 256-byte
+/// password and a 64-byte name fits with room to spare).
+const TX_CAP: usize = 640;
+const EVENT_CAP: usize = 32;
+
+/// The coarse phase, for getters, events and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PhaseKind {
+    Idle,
+    Connecting,
+    TlsHandshake,
+    Handshake,
+    Ready,
+    Backoff,
+    Down,
+    Failed,
+    GaveUp,
+    Shutdown,
+}
+
+impl PhaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseKind::Idle => "idle",
+            PhaseKind::Connecting => "connecting",
+            PhaseKind::TlsHandshake => "tls-handshake",
+            PhaseKind::Handshake => "handshake",
+            PhaseKind::Ready => "ready",
+            PhaseKind::Backoff => "backoff",
+            PhaseKind::Down => "down",
+            PhaseKind::Failed => "failed",
+            PhaseKind::GaveUp => "gave-up",
+            PhaseKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    Idle,
+    Connecting {
+        attempt: u32,
+    },
+    TlsHandshake {
+        attempt: u32,
+    },
+    Handshake {
+        attempt: u32,
+        step: HandshakeStep,
+        received_any: bool,
+        protocol: Protocol,
+    },
+    Ready {
+        since: Instant,
+        protocol: Protocol,
+    },
+    Backoff {
+        attempt: u32,
+        delay: Duration,
+    },
+    Down {
+        reason: DisconnectReason,
+    },
+    Failed {
+        reason: DisconnectReason,
+    },
+    GaveUp {
+        reason: DisconnectReason,
+    },
+    Shutdown,
+}
+
+impl Phase {
+    fn kind(&self) -> PhaseKind {
+        match self {
+            Phase::Idle => PhaseKind::Idle,
+            Phase::Connecting { .. } => PhaseKind::Connecting,
+            Phase::TlsHandshake { .. } => PhaseKind::TlsHandshake,
+            Phase::Handshake { .. } => PhaseKind::Handshake,
+            Phase::Ready { .. } => PhaseKind::Ready,
+            Phase::Backoff { .. } => PhaseKind::Backoff,
+            Phase::Down { .. } => PhaseKind::Down,
+            Phase::Failed { .. } => PhaseKind::Failed,
+            Phase::GaveUp { .. } => PhaseKind::GaveUp,
+            Phase::Shutdown => PhaseKind::Shutdown,
+        }
+    }
+
+    fn transport_open(&self) -> bool {
+        matches!(
+            self,
+            Phase::Connecting { .. }
+                | Phase::TlsHandshake { .. }
+                | Phase::Handshake { .. }
+                | Phase::Ready { .. }
+        )
+    }
+}
+
+/// Something the application should know.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Event {
+    PhaseChanged {
+        from: PhaseKind,
+        to: PhaseKind,
+    },
+    /// Opening a transport: attempt 0 is the first connect, then the backoff
+    /// attempt number, or the probe.
+    Connecting {
+        attempt: u32,
+        max_attempts: u32,
+    },
+    /// The transport (TCP, and TLS when on) is up.
+    Connected,
+    Ready {
+        protocol: Protocol,
+        server_version: Option<ServerVersion>,
+    },
+    Disconnected {
+        reason: DisconnectReason,
+    },
+    /// Attempt `attempt` of `max_attempts` after `delay`.
+    Reconnecting {
+        attempt: u32,
+        max_attempts: u32,
+        delay: Duration,
+    },
+    /// The backoff schedule is used up; probing every `probe_interval`.
+    Down {
+        reason: DisconnectReason,
+        probe_interval: Duration,
+    },
+    /// A permanent failure: retrying with the same settings cannot help.
+    /// The next probe is after `retry_in`, or only on `handle_retry`.
+    Failed {
+        reason: DisconnectReason,
+        retry_in: Option<Duration>,
+    },
+    /// The schedule is used up and the config says give up.
+    GaveUp {
+        reason: DisconnectReason,
+    },
+    /// Redis is unavailable: serve from the fallback cache.
+    FallbackEngaged {
+        reason: DisconnectReason,
+    },
+    /// Redis is back: stop serving from the fallback cache.
+    FallbackReleased,
+}
+
+/// What the adapter should do next. Drain with
+/// [`poll_output`](Connection::poll_output) until [`Output::Wait`].
+#[derive(Debug, PartialEq)]
+pub enum Output<'a> {
+    /// Open a transport; then call `handle_transport_opened` (after TCP) and,
+    /// when `tls`, `handle_tls_established`; or `handle_transport_failed`.
+    OpenTransport {
+        host: &'a str,
+        port: u16,
+        tls: bool,
+    },
+    /// Write these bytes (the core's own requests).
+    Transmit(&'a [u8]),
+    /// Write the bytes of this submitted command. Keep a command's bytes until
+    /// it is resolved: an idempotent command may be written again after a
+    /// reconnect.
+    TransmitCommand(CommandId),
+    /// Close the transport. Nothing needs to be reported back.
+    Close,
+    /// A command ended without a reply.
+    Resolved {
+        id: CommandId,
+        outcome: Outcome,
+    },
+    Event(Event),
+    /// Nothing more to do: call `handle_timeout` at this instant (or earlier,
+    /// harmlessly), or on the next input. `None`: no timer is pending.
+    Wait(Option<Instant>),
+}
+
+/// What [`Connection::handle_receive`] did with the front of the buffer.
+#[derive(Debug, PartialEq)]
+pub enum Received<'a> {
+    /// The reply to command `id`.
+    Reply {
+        id: CommandId,
+        frame: Frame<'a>,
+        consumed: usize,
+    },
+    /// An out-of-band push (RESP3 `>`), not a reply.
+    Push { frame: Frame<'a>, consumed: usize },
+    /// Bytes the core used itself (handshake, PING, the reply to a command
+    /// already resolved as timed out).
+    Internal { consumed: usize },
+    /// Not a whole frame yet. `needed`: total buffer length that will be
+    /// enough, when known.
+    Incomplete { needed: Option<usize> },
+    /// The bytes broke the connection (invalid RESP, a limit, a TLS record on
+    /// plaintext, a stale transport): the core closed it. Drop the buffer.
+    Discard,
+}
+
+/// A command to submit: the adapter keeps its encoded bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Submit {
+    /// Length of the encoded command, for the queue's byte bound.
+    pub len: usize,
+    /// After this the command is resolved as timed out (or indeterminate, when
+    /// already written).
+    pub deadline: Instant,
+    /// Safe to write twice (reads, plain SET): retried after a reconnect
+    /// instead of being reported indeterminate.
+    pub idempotent: bool,
+    /// May wait a long time for its reply (BLPOP...): suspends the
+    /// oldest-request liveness check while outstanding.
+    pub blocking: bool,
+}
+
+/// Why a submit was refused at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SubmitError {
+    /// The queue is at its bound (count or bytes): back off.
+    Backpressure {
+        queued: usize,
+        queued_bytes: usize,
+    },
+    /// Not ready and the offline policy is fail-fast.
+    NotReady {
+        phase: PhaseKind,
+    },
+    /// Failed permanently or gave up: the reason says what to change.
+    Down {
+        reason: DisconnectReason,
+    },
+    Shutdown,
+}
+
+impl core::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SubmitError::Backpressure {
+                queued,
+                queued_bytes,
+            } => {
+                write!(
+                    f,
+                    "command queue full ({queued} commands, {queued_bytes} bytes): slow down"
+                )
+            }
+            SubmitError::NotReady { phase } => {
+                write!(f, "connection not ready ({})", phase.as_str())
+            }
+            SubmitError::Down { reason } => write!(f, "connection down: {reason}"),
+            SubmitError::Shutdown => f.write_str("connection shut down"),
+        }
+    }
+}
+
+/// Counters and measurements, for health reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stats {
+    pub connects: u64,
+    pub ready_count: u64,
+    pub disconnects: u64,
+    pub commands_submitted: u64,
+    pub replies: u64,
+    pub timed_out: u64,
+    pub indeterminate: u64,
+    pub not_sent: u64,
+    pub retried: u64,
+    pub pings_sent: u64,
+    pub last_ping_rtt: Option<Duration>,
+    pub events_dropped: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Timer {
+    /// Connect/TLS/handshake deadline, or the next attempt in Backoff/Down/Failed.
+    Phase,
+    /// Next keepalive PING.
+    Ping,
+    /// The attempt count resets when this passes while ready.
+    Stable,
+}
+const TIMERS: usize = 3;
+
+/// One connection. `N` bounds the commands tracked at once (queued, in
+/// flight and resolved-but-not-polled), and so the core's memory:
+/// about 48 bytes per slot.
+pub struct Connection<const N: usize> {
+    config: Config,
+    phase: Phase,
+    backoff: Backoff,
+    timers: [Option<Instant>; TIMERS],
+    commands: Commands<N>,
+    /// The last `now` seen: time going backwards is treated as standing still.
+    now: Instant,
+    last_rx: Instant,
+    fallback: bool,
+    /// The Down event is sent once per outage, not once per probe.
+    down_announced: bool,
+    last_reason: Option<DisconnectReason>,
+    server_version: Option<ServerVersion>,
+    /// Closes and opens waiting to be polled, in order, ahead of everything else.
+    close_pending: bool,
+    open_pending: bool,
+    tx: TxBuf,
+    /// A PING is in `tx`: its slot joins the FIFO when `tx` is polled.
+    ping_in_tx: bool,
+    events: Deque<Event, EVENT_CAP>,
+    stats: Stats,
+}
+
+impl<const N: usize> Connection<N> {
+    pub fn new(config: Config) -> Self {
+        Connection {
+            backoff: Backoff::new(config.backoff),
+            config,
+            phase: Phase::Idle,
+            timers: [None; TIMERS],
+            commands: Commands::new(),
+            now: Instant::ZERO,
+            last_rx: Instant::ZERO,
+            fallback: false,
+            down_announced: false,
+            last_reason: None,
+            server_version: None,
+            close_pending: false,
+            open_pending: false,
+            tx: TxBuf {
+                bytes: Vec::new(),
+                pending: false,
+            },
+            ping_in_tx: false,
+            events: Deque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn phase(&self) -> PhaseKind {
+        self.phase.kind()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready { .. })
+    }
+
+    /// Whether the application should serve from its fallback cache: from the
+    /// first failed attempt until the connection is ready again.
+    pub fn fallback_active(&self) -> bool {
+        self.fallback
+    }
+
+    /// The reason of the last disconnect or failed attempt.
+    pub fn last_reason(&self) -> Option<DisconnectReason> {
+        self.last_reason
+    }
+
+    /// Reconnect attempts made on the current backoff schedule.
+    pub fn attempts(&self) -> u32 {
+        self.backoff.attempts()
+    }
+
+    pub fn server_version(&self) -> Option<ServerVersion> {
+        self.server_version
+    }
+
+    /// The protocol negotiated, once ready.
+    pub fn protocol(&self) -> Option<Protocol> {
+        match self.phase {
+            Phase::Ready { protocol, .. } => Some(protocol),
+            _ => None,
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn queued(&self) -> usize {
+        self.commands.queued()
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.commands.queued_bytes()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.commands.in_flight()
+    }
+
+    /// When to call `handle_timeout` next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.timers.iter().flatten().copied().min();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.commands.next_deadline());
+        consider(self.dead_at());
+        next
+    }
+
+    // ----- inputs --------------------------------------------------------
+
+    /// Starts connecting (from Idle; elsewhere a no-op).
+    pub fn handle_start(&mut self, now: Instant) {
+        let now = self.tick(now);
+        if matches!(self.phase, Phase::Idle) {
+            self.open(now, 0);
+        }
+    }
+
+    /// Retry now: after a permanent failure, a give-up, or to cut a backoff
+    /// short. A no-op while connecting or ready.
+    pub fn handle_retry(&mut self, now: Instant) {
+        let now = self.tick(now);
+        if matches!(
+            self.phase,
+            Phase::Backoff { .. }
+                | Phase::Down { .. }
+                | Phase::Failed { .. }
+                | Phase::GaveUp { .. }
+        ) {
+            self.backoff.reset();
+            self.open(now, 0);
+        }
+    }
+
+    /// The transport (TCP) is connected.
+    pub fn handle_transport_opened(&mut self, now: Instant) {
+        let now = self.tick(now);
+        if let Phase::Connecting { attempt } = self.phase {
+            self.stats.connects += 1;
+            if self.config.tls {
+                self.set_phase(Phase::TlsHandshake { attempt });
+                self.set_timer(Timer::Phase, now + self.config.tls_timeout);
+            } else {
+                self.transport_ready(now, attempt);
+            }
+        }
+    }
+
+    /// The TLS session is established.
+    pub fn handle_tls_established(&mut self, now: Instant) {
+        let now = self.tick(now);
+        if let Phase::TlsHandshake { attempt } = self.phase {
+            self.transport_ready(now, attempt);
+        }
+    }
+
+    /// The transport failed or was closed by the peer, in any phase.
+    pub fn handle_transport_failed(&mut self, now: Instant, error: TransportError) {
+        let now = self.tick(now);
+        let reason = match (self.phase, error) {
+            (_, TransportError::TlsNotSpoken) => DisconnectReason::TlsNotSpoken,
+            (_, TransportError::TlsCertificate) => DisconnectReason::TlsCertificate,
+            // A plaintext handshake closed before a single byte came back:
+            // what a TLS-only server does (the seed's failure).
+            (
+                Phase::Handshake {
+                    received_any: false,
+                    ..
+                },
+                TransportError::Closed | TransportError::Reset,
+            ) if !self.config.tls => DisconnectReason::TlsRequired(TlsEvidence::ClosedWithoutReply),
+            (_, e) => DisconnectReason::Transport(e),
+        };
+        if self.phase.transport_open() {
+            // The transport is already gone; no Close needed.
+            self.fail(now, reason, false);
+        }
+    }
+
+    /// Bytes arrived. Processes at most one frame from the front of `buf`;
+    /// call again with the rest while it returns something other than
+    /// `Incomplete` or `Discard`.
+    pub fn handle_receive<'a>(&mut self, now: Instant, buf: &'a [u8]) -> Received<'a> {
+        let now = self.tick(now);
+        if buf.is_empty() {
+            return Received::Incomplete { needed: None };
+        }
+        let handshaking = match self.phase {
+            Phase::Handshake { received_any, .. } => Some(received_any),
+            Phase::Ready { .. } => None,
+            _ => return Received::Discard,
+        };
+        if handshaking == Some(false) && !self.config.tls {
+            if looks_like_tls(buf) {
+                self.fail(
+                    now,
+                    DisconnectReason::TlsRequired(TlsEvidence::TlsRecord),
+                    true,
+                );
+                return Received::Discard;
+            }
+            if matches!(buf, [0x15 | 0x16]) {
+                return Received::Incomplete { needed: Some(2) };
+            }
+        }
+        let (frame, consumed) = match resp::decode(buf, &self.config.resp_limits) {
+            Ok(Decoded::Frame {
+                frame, consumed, ..
+            }) => (frame, consumed),
+            Ok(Decoded::Incomplete { needed }) => {
+                if let Phase::Handshake { received_any, .. } = &mut self.phase {
+                    *received_any = true;
+                }
+                return Received::Incomplete { needed };
+            }
+            Err(e) => {
+                self.fail(now, DisconnectReason::Protocol(e), true);
+                return Received::Discard;
+            }
+        };
+        self.last_rx = now;
+        if handshaking.is_some() {
+            self.handshake_reply(now, &frame);
+            return Received::Internal { consumed };
+        }
+        if let Frame::Push(_) = frame {
+            return Received::Push { frame, consumed };
+        }
+        match self.commands.pop_reply() {
+            Some(Matched::Command(id)) => {
+                self.stats.replies += 1;
+                Received::Reply {
+                    id,
+                    frame,
+                    consumed,
+                }
+            }
+            Some(Matched::Ping { sent_at }) => {
+                self.stats.last_ping_rtt = Some(now - sent_at);
+                self.arm_ping(now);
+                Received::Internal { consumed }
+            }
+            Some(Matched::Abandoned) => Received::Internal { consumed },
+            None => {
+                self.fail(now, DisconnectReason::UnexpectedReply, true);
+                Received::Discard
+            }
+        }
+    }
+
+    /// Submits a command whose encoded bytes the adapter keeps. It is written
+    /// (via [`Output::TransmitCommand`]) when ready, or held in the offline
+    /// queue until ready or its deadline.
+    pub fn handle_submit(
+        &mut self,
+        now: Instant,
+        submit: Submit,
+    ) -> Result<CommandId, SubmitError> {
+        let _ = self.tick(now);
+        match self.phase {
+            Phase::Shutdown => return Err(SubmitError::Shutdown),
+            Phase::Failed { reason } | Phase::GaveUp { reason } => {
+                return Err(SubmitError::Down { reason });
+            }
+            Phase::Ready { .. } => {}
+            _ if self.config.queue.offline == OfflinePolicy::FailFast => {
+                return Err(SubmitError::NotReady {
+                    phase: self.phase.kind(),
+                });
+            }
+            _ => {}
+        }
+        let kind = SlotKind::Command {
+            idempotent: submit.idempotent,
+            blocking: submit.blocking,
+        };
+        let queue = self.config.queue;
+        match self.commands.push(
+            submit.len,
+            submit.deadline,
+            kind,
+            queue.max_commands,
+            queue.max_bytes,
+        ) {
+            Ok(id) => {
+                self.stats.commands_submitted += 1;
+                Ok(id)
+            }
+            Err(Full::Count | Full::Bytes) => Err(SubmitError::Backpressure {
+                queued: self.commands.queued(),
+                queued_bytes: self.commands.queued_bytes(),
+            }),
+        }
+    }
+
+    /// Timers: deadlines, retries, pings, liveness. Early or repeated calls
+    /// are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.tick(now);
+        if self.commands.next_deadline().is_some_and(|d| d <= now) {
+            self.commands.expire(now);
+        }
+        if self.dead_at().is_some_and(|d| d <= now) {
+            self.fail(now, DisconnectReason::PingTimeout, true);
+        }
+        if self.timers[Timer::Stable as usize].is_some_and(|t| t <= now) {
+            self.timers[Timer::Stable as usize] = None;
+            self.backoff.reset();
+        }
+        if self.timers[Timer::Ping as usize].is_some_and(|t| t <= now) {
+            self.timers[Timer::Ping as usize] = None;
+            self.send_ping(now);
+        }
+        if self.timers[Timer::Phase as usize].is_some_and(|t| t <= now) {
+            self.timers[Timer::Phase as usize] = None;
+            self.phase_timer_fired(now);
+        }
+    }
+
+    /// Closes the connection for good. Queued commands are resolved as not
+    /// sent; written ones as indeterminate.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        let _ = self.tick(now);
+        if matches!(self.phase, Phase::Shutdown) {
+            return;
+        }
+        if self.phase.transport_open() {
+            self.close_pending = true;
+        }
+        self.open_pending = false;
+        self.commands.fail_queued(DisconnectReason::Shutdown);
+        self.commands
+            .connection_lost(DisconnectReason::Shutdown, false);
+        self.timers = [None; TIMERS];
+        self.set_phase(Phase::Shutdown);
+    }
+
+    // ----- output --------------------------------------------------------
+
+    /// The next thing to do. Call after every input until it returns
+    /// [`Output::Wait`].
+    pub fn poll_output(&mut self) -> Output<'_> {
+        if self.close_pending {
+            self.close_pending = false;
+            return Output::Close;
+        }
+        if let Some(event) = self.events.pop_front() {
+            return Output::Event(event);
+        }
+        if let Some((id, outcome)) = self.commands.pop_resolution() {
+            match outcome {
+                Outcome::TimedOut => self.stats.timed_out += 1,
+                Outcome::NotSent(_) => self.stats.not_sent += 1,
+                Outcome::Indeterminate(_) => self.stats.indeterminate += 1,
+            }
+            return Output::Resolved { id, outcome };
+        }
+        if self.open_pending {
+            self.open_pending = false;
+            return Output::OpenTransport {
+                host: &self.config.host,
+                port: self.config.port,
+                tls: self.config.tls,
+            };
+        }
+        if self.tx.pending {
+            self.tx.pending = false;
+            if self.ping_in_tx {
+                self.ping_in_tx = false;
+                self.commands.push_ping(self.now);
+            }
+            return Output::Transmit(&self.tx.bytes);
+        }
+        if self.is_ready()
+            && let Some(id) = self.commands.next_to_write(self.now)
+        {
+            return Output::TransmitCommand(id);
+        }
+        Output::Wait(self.poll_timeout())
+    }
+}
+
+// ===== TRANSITIONS ==========================================================
+// Every phase change happens in this block.
+impl<const N: usize> Connection<N> {
+    /// → Connecting: ask for a transport.
+    fn open(&mut self, now: Instant, attempt: u32) {
+        self.set_phase(Phase::Connecting { attempt });
+        self.open_pending = true;
+        self.set_timer(Timer::Phase, now + self.config.connect_timeout);
+        self.push_event(Event::Connecting {
+            attempt,
+            max_attempts: self.backoff.max_attempts(),
+        });
+    }
+
+    /// Transport (and TLS) up → Handshake: send HELLO.
+    fn transport_ready(&mut self, now: Instant, attempt: u32) {
+        self.push_event(Event::Connected);
+        let protocol = self.config.protocol;
+        self.set_phase(Phase::Handshake {
+            attempt,
+            step: HandshakeStep::Hello,
+            received_any: false,
+            protocol,
+        });
+        self.set_timer(Timer::Phase, now + self.config.handshake_timeout);
+        self.send_step(now, HandshakeStep::Hello);
+    }
+
+    /// A handshake reply: next step, fallback to RESP2, Ready, or failure.
+    fn handshake_reply(&mut self, now: Instant, frame: &Frame<'_>) {
+        let Phase::Handshake { attempt, step, .. } = self.phase else {
+            return;
+        };
+        let next = if let Some(text) = frame.error_text() {
+            match (step, classify_handshake_error(text)) {
+                (HandshakeStep::Hello, HandshakeError::HelloUnsupported) => {
+                    // Redis < 6: AUTH + RESP2.
+                    self.phase = Phase::Handshake {
+                        attempt,
+                        step,
+                        received_any: true,
+                        protocol: Protocol::Resp2,
+                    };
+                    handshake::fallback_step(&self.config)
+                }
+                (_, HandshakeError::Fatal(reason)) => return self.fail(now, reason, true),
+                (_, HandshakeError::HelloUnsupported) => {
+                    return self.fail(now, DisconnectReason::HandshakeRejected, true);
+                }
+            }
+        } else {
+            if step == HandshakeStep::Hello {
+                let (version, proto) = handshake::parse_hello(frame);
+                self.server_version = version;
+                let protocol = if proto == Some(3) {
+                    Protocol::Resp3
+                } else {
+                    Protocol::Resp2
+                };
+                self.phase = Phase::Handshake {
+                    attempt,
+                    step,
+                    received_any: true,
+                    protocol,
+                };
+                // HELLO already authenticated and named the client.
+                if self.config.db != 0 {
+                    Some(HandshakeStep::Select)
+                } else {
+                    None
+                }
+            } else {
+                handshake::next_step(step, &self.config)
+            }
+        };
+        match next {
+            Some(step) => {
+                if let Phase::Handshake { step: s, .. } = &mut self.phase {
+                    *s = step;
+                }
+                self.send_step(now, step);
+            }
+            None => self.become_ready(now),
+        }
+    }
+
+    /// Handshake done → Ready.
+    fn become_ready(&mut self, now: Instant) {
+        let protocol = match self.phase {
+            Phase::Handshake { protocol, .. } => protocol,
+            _ => self.config.protocol,
+        };
+        self.set_phase(Phase::Ready {
+            since: now,
+            protocol,
+        });
+        self.stats.ready_count += 1;
+        self.timers[Timer::Phase as usize] = None;
+        self.set_timer(Timer::Stable, now + self.config.backoff.reset_after);
+        self.last_rx = now;
+        self.arm_ping(now);
+        self.down_announced = false;
+        self.push_event(Event::Ready {
+            protocol,
+            server_version: self.server_version,
+        });
+        if self.fallback {
+            self.fallback = false;
+            self.push_event(Event::FallbackReleased);
+        }
+    }
+
+    /// Any failure of an open or opening transport: Close (when we must),
+    /// resolve what was in flight, then schedule the next attempt according
+    /// to the failure's class.
+    fn fail(&mut self, now: Instant, reason: DisconnectReason, close: bool) {
+        if !self.phase.transport_open() {
+            return;
+        }
+        let was_ready = self.is_ready();
+        self.close_pending |= close;
+        self.tx.pending = false;
+        self.ping_in_tx = false;
+        self.last_reason = Some(reason);
+        self.stats.disconnects += 1;
+        self.timers = [None; TIMERS];
+        self.push_event(Event::Disconnected { reason });
+        let permanent = reason.class() == FailureClass::Permanent;
+        let before = self.commands.queued();
+        if permanent || (was_ready && self.config.queue.offline == OfflinePolicy::FailFast) {
+            self.commands.fail_queued(reason);
+        }
+        // After a permanent failure nothing will be retried soon: what was
+        // written is indeterminate, idempotent or not.
+        self.commands.connection_lost(reason, !permanent);
+        self.stats.retried += self.commands.queued().saturating_sub(before) as u64;
+        if !self.fallback {
+            self.fallback = true;
+            self.push_event(Event::FallbackEngaged { reason });
+        }
+        if permanent {
+            let retry_in = self.config.permanent_retry;
+            if let Some(delay) = retry_in {
+                self.set_timer(Timer::Phase, now + delay);
+            }
+            self.set_phase(Phase::Failed { reason });
+            self.push_event(Event::Failed { reason, retry_in });
+            return;
+        }
+        match self.backoff.next_step() {
+            Step::Retry { attempt, delay } => {
+                self.set_timer(Timer::Phase, now + delay);
+                self.set_phase(Phase::Backoff { attempt, delay });
+                self.push_event(Event::Reconnecting {
+                    attempt,
+                    max_attempts: self.backoff.max_attempts(),
+                    delay,
+                });
+            }
+            Step::Probe { delay } => {
+                self.set_timer(Timer::Phase, now + delay);
+                if !self.down_announced {
+                    self.down_announced = true;
+                    self.push_event(Event::Down {
+                        reason,
+                        probe_interval: self.config.backoff.probe_interval,
+                    });
+                }
+                self.set_phase(Phase::Down { reason });
+            }
+            Step::GiveUp => {
+                self.commands.fail_queued(reason);
+                self.set_phase(Phase::GaveUp { reason });
+                self.push_event(Event::GaveUp { reason });
+            }
+        }
+    }
+
+    /// The phase timer: a connect/TLS/handshake deadline, or time for the
+    /// next attempt.
+    fn phase_timer_fired(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Connecting { .. } => self.fail(now, DisconnectReason::ConnectTimeout, true),
+            Phase::TlsHandshake { .. } => self.fail(now, DisconnectReason::TlsTimeout, true),
+            Phase::Handshake { received_any, .. } => self.fail(
+                now,
+                DisconnectReason::HandshakeTimeout { received_any },
+                true,
+            ),
+            Phase::Backoff { attempt, .. } => self.open(now, attempt),
+            Phase::Down { .. } => self.open(now, self.backoff.attempts() + 1),
+            Phase::Failed { .. } => self.open(now, 0),
+            Phase::Idle | Phase::Ready { .. } | Phase::GaveUp { .. } | Phase::Shutdown => {}
+        }
+    }
+}
+
+// ----- helpers that change no phase ------------------------------------------
+impl<const N: usize> Connection<N> {
+    fn tick(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        let (from, to) = (self.phase.kind(), phase.kind());
+        self.phase = phase;
+        if from != to {
+            self.push_event(Event::PhaseChanged { from, to });
+        }
+    }
+
+    fn set_timer(&mut self, timer: Timer, at: Instant) {
+        self.timers[timer as usize] = Some(at);
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.is_full() {
+            // The adapter drains after every input, so this means it does not;
+            // keep the newest and count the loss.
+            let _ = self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        let _ = self.events.push_back(event);
+    }
+
+    fn send_step(&mut self, now: Instant, step: HandshakeStep) {
+        if !self
+            .tx
+            .push(|out| handshake::encode_step(step, &self.config, out))
+        {
+            // Config capacities guarantee the fit; failing loudly beats hanging.
+            self.fail(now, DisconnectReason::HandshakeRejected, true);
+        }
+    }
+
+    fn send_ping(&mut self, now: Instant) {
+        if !self.is_ready() || self.commands.in_flight() > 0 || self.ping_in_tx {
+            // Requests in flight already prove (or disprove) liveness.
+            self.arm_ping(now);
+            return;
+        }
+        if self.tx.push(resp::encode::ping) {
+            self.ping_in_tx = true;
+            self.stats.pings_sent += 1;
+        }
+    }
+
+    fn arm_ping(&mut self, now: Instant) {
+        if self.is_ready() && !self.commands.ping_outstanding() {
+            self.set_timer(Timer::Ping, now + self.config.ping_interval);
+        }
+    }
+
+    /// When the connection counts as dead: the oldest unanswered request (or
+    /// the last byte received, if later) plus `ping_timeout`. Steady writes do
+    /// not postpone it; only replies do.
+    fn dead_at(&self) -> Option<Instant> {
+        if !self.is_ready() {
+            return None;
+        }
+        let oldest = self.commands.oldest_written_at()?;
+        Some(oldest.max(self.last_rx) + self.config.ping_timeout)
+    }
+}
+
+/// The core's own outgoing bytes (handshake, PING), written before any
+/// command polled after them.
+struct TxBuf {
+    bytes: Vec<u8, TX_CAP>,
+    /// `bytes` holds something not yet polled; once polled, the next push
+    /// starts afresh.
+    pending: bool,
+}
+
+impl TxBuf {
+    fn push(
+        &mut self,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, resp::encode::EncodeError>,
+    ) -> bool {
+        if !self.pending {
+            self.bytes.clear();
+        }
+        let start = self.bytes.len();
+        // Growing to capacity cannot fail.
+        let _ = self.bytes.resize(TX_CAP, 0);
+        match encode(&mut self.bytes[start..]) {
+            Ok(n) => {
+                self.bytes.truncate(start + n);
+                self.pending = true;
+                true
+            }
+            Err(_) => {
+                self.bytes.truncate(start);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

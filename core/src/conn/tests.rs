@@ -1,0 +1,800 @@
+//! Transcript tests: each reads as the conversation between an adapter and
+//! the core, with a virtual clock.
+#![allow(clippy::field_reassign_with_default)]
+
+extern crate std;
+use std::vec::Vec;
+
+use super::*;
+use crate::config::{Config, QueueConfig, Secret};
+use crate::reason::{TlsEvidence, TransportError};
+
+const HELLO3_REPLY: &[u8] =
+    b"%3\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n";
+
+#[derive(Debug, PartialEq)]
+enum Rec {
+    Open,
+    Tx(Vec<u8>),
+    Cmd(CommandId),
+    Close,
+    Resolved(CommandId, Outcome),
+    Ev(Event),
+}
+
+struct T {
+    conn: Connection<8>,
+    now: Instant,
+}
+
+impl T {
+    fn new(config: Config) -> T {
+        T {
+            conn: Connection::new(config),
+            now: Instant::ZERO,
+        }
+    }
+
+    fn ms(&self) -> u64 {
+        self.now.as_millis()
+    }
+
+    /// Drains outputs, leaving out phase-change events (asserted separately
+    /// through `phase()`), so transcripts stay short.
+    #[track_caller]
+    fn drain(&mut self) -> Vec<Rec> {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            match self.conn.poll_output() {
+                Output::OpenTransport { .. } => out.push(Rec::Open),
+                Output::Transmit(b) => out.push(Rec::Tx(b.to_vec())),
+                Output::TransmitCommand(id) => out.push(Rec::Cmd(id)),
+                Output::Close => out.push(Rec::Close),
+                Output::Resolved { id, outcome } => out.push(Rec::Resolved(id, outcome)),
+                Output::Event(Event::PhaseChanged { .. }) => {}
+                Output::Event(e) => out.push(Rec::Ev(e)),
+                Output::Wait(_) => return out,
+            }
+        }
+        panic!("poll_output never returned Wait");
+    }
+
+    /// Jumps the clock to the next timer and fires it.
+    #[track_caller]
+    fn advance(&mut self) -> Vec<Rec> {
+        let at = self.conn.poll_timeout().expect("a timer should be pending");
+        self.now = at;
+        self.conn.handle_timeout(at);
+        self.drain()
+    }
+
+    fn advance_by(&mut self, ms: u64) -> Vec<Rec> {
+        self.now = self.now + Duration::from_millis(ms);
+        self.conn.handle_timeout(self.now);
+        self.drain()
+    }
+
+    #[track_caller]
+    fn recv(&mut self, bytes: &[u8]) -> Vec<Received<'static>> {
+        let mut results = Vec::new();
+        let mut rest = bytes;
+        loop {
+            let r = self.conn.handle_receive(self.now, rest);
+            let consumed = match &r {
+                Received::Reply { consumed, .. }
+                | Received::Push { consumed, .. }
+                | Received::Internal { consumed } => *consumed,
+                Received::Incomplete { .. } | Received::Discard => 0,
+            };
+            let done = consumed == 0;
+            results.push(match r {
+                Received::Reply { id, consumed, .. } => Received::Reply {
+                    id,
+                    frame: Frame::Null,
+                    consumed,
+                },
+                Received::Push { consumed, .. } => Received::Push {
+                    frame: Frame::Null,
+                    consumed,
+                },
+                Received::Internal { consumed } => Received::Internal { consumed },
+                Received::Incomplete { needed } => Received::Incomplete { needed },
+                Received::Discard => Received::Discard,
+            });
+            rest = &rest[consumed..];
+            if done || rest.is_empty() {
+                return results;
+            }
+        }
+    }
+
+    /// start → open → HELLO → ready.
+    #[track_caller]
+    fn ready(&mut self) {
+        self.conn.handle_start(self.now);
+        assert_eq!(
+            self.drain(),
+            [
+                Rec::Ev(Event::Connecting {
+                    attempt: 0,
+                    max_attempts: 10
+                }),
+                Rec::Open
+            ]
+        );
+        self.conn.handle_transport_opened(self.now);
+        let out = self.drain();
+        assert!(
+            matches!(out.as_slice(), [Rec::Ev(Event::Connected), Rec::Tx(_)]),
+            "{out:?}"
+        );
+        self.recv(HELLO3_REPLY);
+        self.drain();
+        assert_eq!(self.conn.phase(), PhaseKind::Ready);
+    }
+
+    fn submit(&mut self, idempotent: bool, deadline_ms: u64) -> Result<CommandId, SubmitError> {
+        self.conn.handle_submit(
+            self.now,
+            Submit {
+                len: 20,
+                deadline: Instant::from_millis(deadline_ms),
+                idempotent,
+                blocking: false,
+            },
+        )
+    }
+}
+
+fn hello_bytes(args: &[&str]) -> Vec<u8> {
+    let mut v = std::format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend_from_slice(std::format!("${}\r\n{}\r\n", a.len(), a).as_bytes());
+    }
+    v
+}
+
+#[test]
+fn connect_handshake_ready() {
+    let mut t = T::new(Config::default());
+    assert_eq!(t.conn.phase(), PhaseKind::Idle);
+    t.conn.handle_start(t.now);
+    assert_eq!(
+        t.drain(),
+        [
+            Rec::Ev(Event::Connecting {
+                attempt: 0,
+                max_attempts: 10
+            }),
+            Rec::Open
+        ]
+    );
+    assert_eq!(t.conn.phase(), PhaseKind::Connecting);
+    t.conn.handle_transport_opened(t.now);
+    assert_eq!(
+        t.drain(),
+        [
+            Rec::Ev(Event::Connected),
+            Rec::Tx(hello_bytes(&["HELLO", "3"]))
+        ]
+    );
+    assert_eq!(t.conn.phase(), PhaseKind::Handshake);
+    // The reply split in two: nothing happens until it is whole.
+    assert_eq!(
+        t.recv(&HELLO3_REPLY[..10]),
+        [Received::Incomplete { needed: None }]
+    );
+    assert_eq!(
+        t.recv(HELLO3_REPLY),
+        [Received::Internal {
+            consumed: HELLO3_REPLY.len()
+        }]
+    );
+    let version = Some(ServerVersion {
+        major: 7,
+        minor: 0,
+        patch: 15,
+    });
+    assert_eq!(
+        t.drain(),
+        [Rec::Ev(Event::Ready {
+            protocol: Protocol::Resp3,
+            server_version: version
+        })]
+    );
+    assert!(t.conn.is_ready());
+    assert_eq!(t.conn.server_version(), version);
+}
+
+#[test]
+fn handshake_with_password_name_and_db() {
+    let mut config = Config::from_url("redis://app:pw@h/2?client_name=worker").unwrap();
+    config.protocol = Protocol::Resp3;
+    let mut t = T::new(config);
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    let out = t.drain();
+    assert_eq!(
+        out[1],
+        Rec::Tx(hello_bytes(&[
+            "HELLO", "3", "AUTH", "app", "pw", "SETNAME", "worker"
+        ]))
+    );
+    t.recv(HELLO3_REPLY);
+    assert_eq!(t.drain(), [Rec::Tx(hello_bytes(&["SELECT", "2"]))]);
+    assert_eq!(t.conn.phase(), PhaseKind::Handshake);
+    t.recv(b"+OK\r\n");
+    assert!(matches!(
+        t.drain().as_slice(),
+        [Rec::Ev(Event::Ready { .. })]
+    ));
+}
+
+#[test]
+fn server_without_hello_falls_back_to_auth_and_resp2() {
+    let mut config = Config::default();
+    config.password = Secret::new("pw").unwrap();
+    config.client_name.push_str("w").unwrap();
+    let mut t = T::new(config);
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(b"-ERR unknown command 'HELLO', with args beginning with: '3'\r\n");
+    assert_eq!(t.drain(), [Rec::Tx(hello_bytes(&["AUTH", "pw"]))]);
+    t.recv(b"+OK\r\n");
+    assert_eq!(
+        t.drain(),
+        [Rec::Tx(hello_bytes(&["CLIENT", "SETNAME", "w"]))]
+    );
+    t.recv(b"+OK\r\n");
+    assert_eq!(
+        t.drain(),
+        [Rec::Ev(Event::Ready {
+            protocol: Protocol::Resp2,
+            server_version: None
+        })]
+    );
+    assert_eq!(t.conn.protocol(), Some(Protocol::Resp2));
+}
+
+#[test]
+fn refused_follows_the_backoff_schedule_then_probes() {
+    let mut t = T::new(Config::default());
+    t.conn.handle_start(t.now);
+    t.drain();
+    let mut delays = Vec::new();
+    let mut down_events = 0;
+    let mut connects_at = Vec::new();
+    for _ in 0..14 {
+        t.conn
+            .handle_transport_failed(t.now, TransportError::Refused);
+        for rec in t.drain() {
+            match rec {
+                Rec::Ev(Event::Reconnecting {
+                    delay,
+                    attempt,
+                    max_attempts,
+                }) => {
+                    assert_eq!((attempt as usize, max_attempts), (delays.len() + 1, 10));
+                    delays.push(delay.as_millis() as u64);
+                }
+                Rec::Ev(Event::Down {
+                    probe_interval,
+                    reason,
+                }) => {
+                    assert_eq!(probe_interval, Duration::from_secs(3));
+                    assert_eq!(reason, DisconnectReason::Transport(TransportError::Refused));
+                    down_events += 1;
+                }
+                _ => {}
+            }
+        }
+        let before = t.ms();
+        let out = t.advance();
+        assert!(out.contains(&Rec::Open), "{out:?}");
+        connects_at.push(t.ms() - before);
+    }
+    assert_eq!(
+        delays,
+        [100, 200, 400, 800, 1600, 3000, 3000, 3000, 3000, 3000]
+    );
+    assert_eq!(
+        connects_at,
+        [
+            100, 200, 400, 800, 1600, 3000, 3000, 3000, 3000, 3000, 3000, 3000, 3000, 3000
+        ]
+    );
+    assert_eq!(down_events, 1, "Down is announced once per outage");
+    assert_eq!(t.conn.phase(), PhaseKind::Connecting);
+    assert!(t.conn.fallback_active());
+}
+
+#[test]
+fn wrong_password_stops_hammering() {
+    let mut config = Config::from_url("redis://:bad@h").unwrap();
+    config.permanent_retry = Some(Duration::from_secs(30));
+    let mut t = T::new(config);
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+    let out = t.drain();
+    assert_eq!(
+        out,
+        [
+            Rec::Close,
+            Rec::Ev(Event::Disconnected {
+                reason: DisconnectReason::AuthFailed
+            }),
+            Rec::Ev(Event::FallbackEngaged {
+                reason: DisconnectReason::AuthFailed
+            }),
+            Rec::Ev(Event::Failed {
+                reason: DisconnectReason::AuthFailed,
+                retry_in: Some(Duration::from_secs(30))
+            }),
+        ]
+    );
+    assert_eq!(t.conn.phase(), PhaseKind::Failed);
+    // Submitting now fails at once with the reason, instead of queueing.
+    assert_eq!(
+        t.submit(false, 60_000),
+        Err(SubmitError::Down {
+            reason: DisconnectReason::AuthFailed
+        })
+    );
+    // Nothing happens before the slow probe.
+    assert_eq!(t.advance_by(29_999), []);
+    let out = t.advance();
+    assert_eq!(t.ms(), 30_000);
+    assert!(out.contains(&Rec::Open));
+    // An explicit retry cuts the wait short.
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(b"-WRONGPASS x\r\n");
+    t.drain();
+    t.conn.handle_retry(t.now);
+    assert!(t.drain().contains(&Rec::Open));
+}
+
+#[test]
+fn plaintext_to_tls_only_server_is_diagnosed() {
+    // Closed right after connect with no reply.
+    let mut t = T::new(Config::default());
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    let reason = DisconnectReason::TlsRequired(TlsEvidence::ClosedWithoutReply);
+    assert_eq!(t.conn.last_reason(), Some(reason));
+    let text = std::format!("{reason}");
+    assert!(
+        text.contains("server requires TLS: use rediss:// or REDIS_TLS=true"),
+        "{text}"
+    );
+    // Transient: it follows the schedule, never a storm.
+    assert!(t.drain().contains(&Rec::Ev(Event::Reconnecting {
+        attempt: 1,
+        max_attempts: 10,
+        delay: Duration::from_millis(100)
+    })));
+
+    // Answered with a TLS alert record.
+    let mut t = T::new(Config::default());
+    t.ready_until_hello();
+    assert_eq!(t.recv(&[0x15]), [Received::Incomplete { needed: Some(2) }]);
+    assert_eq!(
+        t.recv(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]),
+        [Received::Discard]
+    );
+    assert_eq!(
+        t.conn.last_reason(),
+        Some(DisconnectReason::TlsRequired(TlsEvidence::TlsRecord))
+    );
+    assert_eq!(t.drain()[0], Rec::Close);
+}
+
+impl T {
+    fn ready_until_hello(&mut self) {
+        self.conn.handle_start(self.now);
+        self.drain();
+        self.conn.handle_transport_opened(self.now);
+        self.drain();
+    }
+}
+
+#[test]
+fn tls_to_plaintext_server_is_diagnosed() {
+    let mut t = T::new(Config::from_url("rediss://h").unwrap());
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    assert_eq!(t.conn.phase(), PhaseKind::TlsHandshake);
+    t.conn
+        .handle_transport_failed(t.now, TransportError::TlsNotSpoken);
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::TlsNotSpoken));
+    let text = std::format!("{}", DisconnectReason::TlsNotSpoken);
+    assert!(text.contains("server does not speak TLS"), "{text}");
+    // A TLS handshake that stalls has its own deadline.
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.advance();
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::TlsTimeout));
+}
+
+#[test]
+fn connect_and_handshake_timeouts() {
+    let mut t = T::new(Config::default());
+    t.conn.handle_start(t.now);
+    t.drain();
+    let out = t.advance();
+    assert_eq!(t.ms(), 30_000, "the seed's connect timeout");
+    assert_eq!(out[0], Rec::Close);
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::ConnectTimeout));
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    let start = t.ms();
+    t.advance();
+    assert_eq!(t.ms() - start, 10_000);
+    assert_eq!(
+        t.conn.last_reason(),
+        Some(DisconnectReason::HandshakeTimeout {
+            received_any: false
+        })
+    );
+}
+
+#[test]
+fn idle_connection_pings_and_dead_one_is_detected() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    // Nothing received for ping_interval: PING.
+    let out = t.advance();
+    assert_eq!(t.ms(), 5_000);
+    assert_eq!(out, [Rec::Tx(b"*1\r\n$4\r\nPING\r\n".to_vec())]);
+    // It is answered: latency recorded, next ping 5 s after the reply.
+    t.now = Instant::from_millis(5_020);
+    assert_eq!(t.recv(b"+PONG\r\n"), [Received::Internal { consumed: 7 }]);
+    assert_eq!(
+        t.conn.stats().last_ping_rtt,
+        Some(Duration::from_millis(20))
+    );
+    t.advance();
+    assert_eq!(t.ms(), 10_020);
+    // Not answered: dead after ping_timeout, closed, backoff.
+    let out = t.advance();
+    assert_eq!(t.ms(), 15_020);
+    assert_eq!(out[0], Rec::Close);
+    assert_eq!(
+        out[1],
+        Rec::Ev(Event::Disconnected {
+            reason: DisconnectReason::PingTimeout
+        })
+    );
+    assert_eq!(t.conn.phase(), PhaseKind::Backoff);
+}
+
+#[test]
+fn steady_writes_do_not_keep_a_dead_connection_alive() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let first = t.submit(true, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(first)]);
+    // Keep writing every 100 ms; the server never answers.
+    for _ in 0..200 {
+        t.advance_by(100);
+        if t.conn.phase() != PhaseKind::Ready {
+            break;
+        }
+        // In flight fills up (capacity 8): backpressure is the answer then.
+        match t.submit(true, 60_000) {
+            Ok(_) | Err(SubmitError::Backpressure { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        t.drain();
+    }
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::PingTimeout));
+    assert_eq!(
+        t.ms(),
+        5_000,
+        "dead exactly ping_timeout after the oldest unanswered request"
+    );
+}
+
+#[test]
+fn replies_match_requests_in_order() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let a = t.submit(false, 60_000).unwrap();
+    let b = t.submit(false, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(a), Rec::Cmd(b)]);
+    let got = t.recv(b"+OK\r\n:5\r\n");
+    assert_eq!(
+        got,
+        [
+            Received::Reply {
+                id: a,
+                frame: Frame::Null,
+                consumed: 5
+            },
+            Received::Reply {
+                id: b,
+                frame: Frame::Null,
+                consumed: 4
+            }
+        ]
+    );
+    // A push is not a reply.
+    assert_eq!(
+        t.recv(b">2\r\n+a\r\n+b\r\n"),
+        [Received::Push {
+            frame: Frame::Null,
+            consumed: 12
+        }]
+    );
+    // A reply nobody asked for breaks the connection.
+    assert_eq!(t.recv(b"+OK\r\n"), [Received::Discard]);
+    assert_eq!(
+        t.conn.last_reason(),
+        Some(DisconnectReason::UnexpectedReply)
+    );
+}
+
+#[test]
+fn hostile_bytes_close_with_a_typed_reason() {
+    let mut config = Config::default();
+    config.resp_limits.max_bulk_len = 1024;
+    let mut t = T::new(config);
+    t.ready();
+    t.submit(true, 60_000).unwrap();
+    t.drain();
+    assert_eq!(t.recv(b"$999999\r\n"), [Received::Discard]);
+    assert!(matches!(
+        t.conn.last_reason(),
+        Some(DisconnectReason::Protocol(
+            resp::DecodeError::BulkTooLong { .. }
+        ))
+    ));
+    assert_eq!(t.drain()[0], Rec::Close);
+}
+
+#[test]
+fn offline_queue_is_bounded_by_count_and_bytes() {
+    let mut config = Config::default();
+    config.queue = QueueConfig {
+        max_commands: 3,
+        max_bytes: 50,
+        ..QueueConfig::default()
+    };
+    let mut t = T::new(config);
+    t.submit(false, 1_000).unwrap();
+    t.submit(false, 1_000).unwrap();
+    assert_eq!(
+        t.submit(false, 1_000),
+        Err(SubmitError::Backpressure {
+            queued: 2,
+            queued_bytes: 40
+        })
+    );
+    t.conn.config.queue.max_bytes = 1_000;
+    t.submit(false, 1_000).unwrap();
+    assert_eq!(
+        t.submit(false, 1_000),
+        Err(SubmitError::Backpressure {
+            queued: 3,
+            queued_bytes: 60
+        })
+    );
+    // The const capacity (8, one slot kept for PING) bounds it too.
+    t.conn.config.queue.max_commands = 100;
+    let mut accepted = 3;
+    while t.submit(false, 1_000).is_ok() {
+        accepted += 1;
+        assert!(accepted < 100);
+    }
+    assert_eq!(accepted, 7);
+}
+
+#[test]
+fn fail_fast_policy_refuses_while_not_ready() {
+    let mut config = Config::default();
+    config.queue.offline = OfflinePolicy::FailFast;
+    let mut t = T::new(config);
+    assert_eq!(
+        t.submit(true, 1_000),
+        Err(SubmitError::NotReady {
+            phase: PhaseKind::Idle
+        })
+    );
+}
+
+#[test]
+fn in_flight_commands_are_resolved_exactly_once_on_disconnect() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let read = t.submit(true, 60_000).unwrap();
+    let incr = t.submit(false, 60_000).unwrap();
+    let queued_later = t.submit(false, 60_000).unwrap();
+    assert_eq!(
+        t.drain(),
+        [Rec::Cmd(read), Rec::Cmd(incr), Rec::Cmd(queued_later)]
+    );
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    let out = t.drain();
+    let lost = DisconnectReason::Transport(TransportError::Reset);
+    let indeterminate = Outcome::Indeterminate(IndeterminateCause::ConnectionLost(lost));
+    assert!(out.contains(&Rec::Resolved(incr, indeterminate)), "{out:?}");
+    assert!(
+        out.contains(&Rec::Resolved(queued_later, indeterminate)),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|r| matches!(r, Rec::Resolved(id, _) if *id == read)),
+        "{out:?}"
+    );
+    assert_eq!(t.conn.queued(), 1);
+    // Reconnect: only the idempotent read is written again.
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(HELLO3_REPLY);
+    let out = t.drain();
+    assert_eq!(out.last(), Some(&Rec::Cmd(read)));
+    assert_eq!(out.iter().filter(|r| matches!(r, Rec::Cmd(_))).count(), 1);
+    assert_eq!(t.conn.stats().retried, 1);
+}
+
+#[test]
+fn deadlines_resolve_queued_as_timed_out_and_written_as_indeterminate() {
+    let mut t = T::new(Config::default());
+    let queued = t.submit(false, 500).unwrap();
+    t.conn.handle_start(t.now);
+    t.drain();
+    let out = t.advance_by(500);
+    assert_eq!(out, [Rec::Resolved(queued, Outcome::TimedOut)]);
+    // Never written afterwards.
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(HELLO3_REPLY);
+    assert!(!t.drain().iter().any(|r| matches!(r, Rec::Cmd(_))));
+
+    let written = t.submit(false, t.ms() + 1_000).unwrap();
+    let next = t.submit(false, t.ms() + 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(written), Rec::Cmd(next)]);
+    let out = t.advance();
+    assert_eq!(
+        out,
+        [Rec::Resolved(
+            written,
+            Outcome::Indeterminate(IndeterminateCause::TimedOut)
+        )]
+    );
+    // Its late reply is swallowed; the next reply still matches its request.
+    t.now = t.now + Duration::from_millis(10);
+    assert_eq!(
+        t.recv(b"+late\r\n+mine\r\n"),
+        [
+            Received::Internal { consumed: 7 },
+            Received::Reply {
+                id: next,
+                frame: Frame::Null,
+                consumed: 7
+            }
+        ]
+    );
+}
+
+#[test]
+fn time_going_backwards_and_spurious_timeouts_are_harmless() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    t.now = Instant::from_millis(3_000);
+    t.conn.handle_timeout(t.now);
+    t.conn.handle_timeout(Instant::ZERO);
+    t.conn.handle_timeout(t.now);
+    assert_eq!(t.drain(), []);
+    assert_eq!(t.conn.poll_timeout(), Some(Instant::from_millis(5_000)));
+}
+
+#[test]
+fn attempts_reset_once_ready_long_enough() {
+    let mut t = T::new(Config::default());
+    t.conn.handle_start(t.now);
+    t.drain();
+    for _ in 0..3 {
+        t.conn
+            .handle_transport_failed(t.now, TransportError::Refused);
+        t.drain();
+        t.advance();
+    }
+    assert_eq!(t.conn.attempts(), 3);
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(HELLO3_REPLY);
+    t.drain();
+    // Dropped before reset_after: the schedule continues (flapping is not a reset).
+    t.advance_by(1_000);
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    let out = t.drain();
+    assert!(
+        out.iter()
+            .any(|r| matches!(r, Rec::Ev(Event::Reconnecting { attempt: 4, .. }))),
+        "{out:?}"
+    );
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(HELLO3_REPLY);
+    t.drain();
+    t.advance_by(5_000);
+    assert_eq!(t.conn.attempts(), 0);
+}
+
+#[test]
+fn fallback_engages_on_failure_and_releases_when_ready() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    assert!(!t.conn.fallback_active());
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Closed);
+    let out = t.drain();
+    let reason = DisconnectReason::Transport(TransportError::Closed);
+    assert!(
+        out.contains(&Rec::Ev(Event::FallbackEngaged { reason })),
+        "{out:?}"
+    );
+    assert!(t.conn.fallback_active());
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(HELLO3_REPLY);
+    let out = t.drain();
+    assert_eq!(out.last(), Some(&Rec::Ev(Event::FallbackReleased)));
+    assert!(!t.conn.fallback_active());
+}
+
+#[test]
+fn give_up_when_configured() {
+    let mut config = Config::default();
+    config.backoff.max_attempts = 1;
+    config.backoff.when_exhausted = crate::backoff::WhenExhausted::GiveUp;
+    let mut t = T::new(config);
+    let queued = t.submit(false, 60_000).unwrap();
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Refused);
+    t.drain();
+    t.advance();
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Refused);
+    let out = t.drain();
+    let reason = DisconnectReason::Transport(TransportError::Refused);
+    assert!(
+        out.contains(&Rec::Resolved(queued, Outcome::NotSent(reason))),
+        "{out:?}"
+    );
+    assert!(out.contains(&Rec::Ev(Event::GaveUp { reason })));
+    assert_eq!(t.conn.poll_timeout(), None);
+}
+
+#[test]
+fn shutdown_from_ready_resolves_everything() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let written = t.submit(false, 60_000).unwrap();
+    t.drain();
+    t.conn.handle_shutdown(t.now);
+    let out = t.drain();
+    assert_eq!(out[0], Rec::Close);
+    let cause = IndeterminateCause::ConnectionLost(DisconnectReason::Shutdown);
+    assert!(out.contains(&Rec::Resolved(written, Outcome::Indeterminate(cause))));
+    assert_eq!(t.conn.phase(), PhaseKind::Shutdown);
+    assert_eq!(t.submit(true, 1), Err(SubmitError::Shutdown));
+    assert_eq!(t.conn.poll_timeout(), None);
+}
