@@ -33,6 +33,11 @@ pub const TRUNCATED_FRAME: &[u8] = b"$100\r\nabc";
 /// shortened), for faking it where a real one is not possible.
 pub const DENIED_REPLY: &[u8] = b"-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface.\r\n";
 
+/// Redis 7.0.15's reply to `HELLO 3`, captured from the real server.
+pub const HELLO3_REPLY: &[u8] = b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:3\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
+/// Redis 7.0.15's reply to `HELLO 2`, captured from the real server.
+pub const HELLO2_REPLY: &[u8] = b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:4\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
+
 /// How long the proxy waits for the upstream connect before it resets the
 /// client (as if refused).
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -595,9 +600,16 @@ async fn run_connection(
     }
 }
 
+/// Computes the reply to one command from its arguments (`args[0]` is the
+/// command name as sent); `None` leaves the command unanswered.
+pub type Handler = Arc<dyn Fn(&[Vec<u8>]) -> Option<Vec<u8>> + Send + Sync>;
+
 /// What a [`HostileServer`] does with each connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Behavior {
+    /// Answers each command with what the handler returns, so that a client
+    /// can get through its handshake before meeting the hostile reply.
+    Handler(Handler),
     /// Answers every command with these bytes.
     Reply(Vec<u8>),
     /// Answers the first command with these bytes, then closes (FIN).
@@ -629,7 +641,49 @@ pub enum Behavior {
     },
 }
 
+impl std::fmt::Debug for Behavior {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Behavior::Handler(_) => f.write_str("Handler(..)"),
+            Behavior::Reply(r) => write!(f, "Reply({:?})", String::from_utf8_lossy(r)),
+            Behavior::ReplyThenClose(r) => {
+                write!(f, "ReplyThenClose({:?})", String::from_utf8_lossy(r))
+            }
+            Behavior::Script(r) => write!(f, "Script({} replies)", r.len()),
+            Behavior::Greet(r) => write!(f, "Greet({:?})", String::from_utf8_lossy(r)),
+            Behavior::GreetThenClose(r) => {
+                write!(f, "GreetThenClose({:?})", String::from_utf8_lossy(r))
+            }
+            Behavior::CloseOnAccept => f.write_str("CloseOnAccept"),
+            Behavior::ResetOnAccept => f.write_str("ResetOnAccept"),
+            Behavior::Silent => f.write_str("Silent"),
+            Behavior::Endless { interval, .. } => write!(f, "Endless({interval:?})"),
+        }
+    }
+}
+
 impl Behavior {
+    /// A well-behaved handshake, then `hostile` for every other command:
+    /// `HELLO` gets Redis's real reply (RESP3, or RESP2 for `HELLO 2`),
+    /// `PING` gets `+PONG`, `AUTH`, `CLIENT` and `SELECT` get `+OK`.
+    pub fn handshake_then(hostile: Vec<u8>) -> Behavior {
+        Behavior::Handler(Arc::new(move |args: &[Vec<u8>]| {
+            let name = args
+                .first()
+                .map(|a| a.to_ascii_uppercase())
+                .unwrap_or_default();
+            Some(match name.as_slice() {
+                b"HELLO" if args.get(1).is_some_and(|v| v.as_slice() == b"2") => {
+                    HELLO2_REPLY.to_vec()
+                }
+                b"HELLO" => HELLO3_REPLY.to_vec(),
+                b"PING" => b"+PONG\r\n".to_vec(),
+                b"AUTH" | b"CLIENT" | b"SELECT" => b"+OK\r\n".to_vec(),
+                _ => hostile.clone(),
+            })
+        }))
+    }
+
     /// A bulk string header announcing ~10 GB: a client must refuse it
     /// from the header alone, not try to allocate it.
     pub fn huge_bulk() -> Behavior {
@@ -763,10 +817,11 @@ impl std::fmt::Debug for HostileServer {
     }
 }
 
-/// Length of the first complete command in `buf` (a RESP array of bulk
-/// strings, or an inline line), or `None` if it is not complete yet.
-/// Malformed input counts as an inline command up to the next newline.
-fn command_len(buf: &[u8]) -> Option<usize> {
+/// The first complete command in `buf` (a RESP array of bulk strings, or
+/// an inline line): its length in bytes and its arguments; `None` while
+/// incomplete. Malformed input counts as an inline command up to the next
+/// newline, so garbage from a client can never wedge the server.
+fn parse_command(buf: &[u8]) -> Option<(usize, Vec<Vec<u8>>)> {
     fn line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
         let nl = buf.get(from..)?.iter().position(|&b| b == b'\n')?;
         let end = from + nl;
@@ -777,21 +832,31 @@ fn command_len(buf: &[u8]) -> Option<usize> {
         std::str::from_utf8(text).ok()?.parse().ok()
     }
     let (first, mut pos) = line(buf, 0)?;
-    let inline = Some(pos);
-    let Some(count) = first.strip_prefix(b"*").and_then(number) else {
-        return inline;
+    let inline = |text: &[u8], pos| {
+        let args = text
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|a| !a.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        Some((pos, args))
     };
+    let Some(count) = first.strip_prefix(b"*").and_then(number) else {
+        return inline(first, pos);
+    };
+    let mut args = Vec::with_capacity(count.min(64));
     for _ in 0..count {
         let (header, next) = line(buf, pos)?;
         let Some(len) = header.strip_prefix(b"$").and_then(number) else {
-            return Some(next);
+            return inline(header, next);
         };
-        pos = next + len + 2;
+        let end = next.checked_add(len)?;
+        pos = end + 2;
         if pos > buf.len() {
             return None;
         }
+        args.push(buf[next..end].to_vec());
     }
-    Some(pos)
+    Some((pos, args))
 }
 
 async fn serve_hostile(shared: Arc<HostileShared>, mut stream: TcpStream, behavior: Behavior) {
@@ -825,10 +890,15 @@ async fn serve_hostile(shared: Arc<HostileShared>, mut stream: TcpStream, behavi
         if buf.len() > HOSTILE_BUF_CAP {
             return;
         }
-        while let Some(len) = command_len(&buf) {
+        while let Some((len, args)) = parse_command(&buf) {
             buf.drain(..len);
             shared.commands.fetch_add(1, Ordering::Relaxed);
+            let handled;
             let reply: Option<&[u8]> = match &behavior {
+                Behavior::Handler(handler) => {
+                    handled = handler(&args);
+                    handled.as_deref()
+                }
                 Behavior::Reply(r) | Behavior::ReplyThenClose(r) => Some(r),
                 Behavior::Script(replies) => replies.get(answered).map(Vec::as_slice),
                 Behavior::Endless {
@@ -890,11 +960,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_resp_and_inline_commands() {
-        assert_eq!(command_len(b"*1\r\n$4\r\nPING\r\n"), Some(14));
-        assert_eq!(command_len(b"*1\r\n$4\r\nPI"), None);
-        assert_eq!(command_len(b"PING\r\n*1"), Some(6));
-        assert_eq!(command_len(b"*2\r\n$4\r\nECHO\r\n"), None);
-        assert_eq!(command_len(b"*1\r\n"), None);
+    fn splits_resp_and_inline_commands() {
+        let ping = vec![b"PING".to_vec()];
+        assert_eq!(
+            parse_command(b"*1\r\n$4\r\nPING\r\n"),
+            Some((14, ping.clone()))
+        );
+        assert_eq!(parse_command(b"*1\r\n$4\r\nPI"), None);
+        assert_eq!(parse_command(b"PING\r\n*1"), Some((6, ping)));
+        assert_eq!(parse_command(b"*2\r\n$4\r\nECHO\r\n"), None);
+        assert_eq!(parse_command(b"*1\r\n"), None);
+        assert_eq!(
+            parse_command(b"*1\r\n$99999999999999999999\r\n").map(|c| c.0),
+            Some(27)
+        );
+    }
+
+    #[test]
+    fn captured_hello_replies_parse() {
+        use crate::raw::Reply;
+        let mut r = std::io::BufReader::new(HELLO3_REPLY);
+        assert!(matches!(crate::raw::read_reply_from(&mut r), Ok(Reply::Map(m)) if m.len() == 7));
+        let mut r = std::io::BufReader::new(HELLO2_REPLY);
+        assert!(
+            matches!(crate::raw::read_reply_from(&mut r), Ok(Reply::Array(a)) if a.len() == 14)
+        );
     }
 }

@@ -159,6 +159,11 @@ pub fn encode_command(args: &[&str]) -> Vec<u8> {
     out
 }
 
+/// Decodes one reply from any buffered reader, e.g. captured bytes.
+pub fn read_reply_from(reader: &mut impl BufRead) -> io::Result<Reply> {
+    read_reply(reader, 0)
+}
+
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }

@@ -747,3 +747,29 @@ fn spawn_with_parent_death_signal(cmd: &mut Command) -> io::Result<Child> {
     }
     cmd.spawn()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_is_reported_not_skipped() {
+        assert!(
+            find_binary("RESILIS_TEST_UNSET_VARIABLE", "no-such-redis-server-binary").is_none()
+        );
+        assert!(MISSING_REDIS.contains("apt-get install -y redis-server"));
+        assert!(MISSING_REDIS.contains("never skip"));
+    }
+
+    #[test]
+    fn config_values_are_quoted() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn picked_ports_are_distinct_and_below_the_ephemeral_range() {
+        let ports: HashSet<u16> = (0..50).map(|_| pick_port()).collect();
+        assert_eq!(ports.len(), 50);
+        assert!(ports.iter().all(|&p| p >= 20_000 && p < ephemeral_low()));
+    }
+}

@@ -41,6 +41,19 @@ fn short_reads(conn: &RawConn, limit: Duration) {
     conn.stream().set_read_timeout(Some(limit)).unwrap();
 }
 
+/// Whether connecting to `addr` ends in a reset. A reset can race the
+/// end of the connect itself (std checks SO_ERROR after its connect with
+/// a timeout), so both places count.
+fn connection_is_reset(addr: std::net::SocketAddr) -> bool {
+    match RawConn::connect(addr) {
+        Err(e) => e.kind() == ErrorKind::ConnectionReset,
+        Ok(conn) => {
+            let mut buf = [0u8; 8];
+            matches!(conn.stream().read(&mut buf), Err(e) if e.kind() == ErrorKind::ConnectionReset)
+        }
+    }
+}
+
 fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
@@ -396,13 +409,7 @@ fn hostile_server_behaviours() {
     assert_eq!(conn.read_until_close(64).unwrap(), TLS_ALERT);
 
     hostile.set_behavior(Behavior::ResetOnAccept);
-    let conn = RawConn::connect(hostile.addr()).unwrap();
-    let mut buf = [0u8; 8];
-    let result = conn.stream().read(&mut buf);
-    assert!(
-        matches!(&result, Err(e) if e.kind() == ErrorKind::ConnectionReset),
-        "{result:?}"
-    );
+    assert!(connection_is_reset(hostile.addr()));
 
     hostile.set_behavior(Behavior::Script(vec![
         b"+OK\r\n".to_vec(),
@@ -423,5 +430,29 @@ fn hostile_server_behaviours() {
     assert!(hostile.bytes_sent() > before, "the endless reply stopped");
     drop(conn);
 
-    assert_eq!(hostile.connections(), 6);
+    // A clean handshake first, then the hostile reply to the real command.
+    hostile.set_behavior(Behavior::handshake_then(b"$9999999999\r\n".to_vec()));
+    let mut conn = RawConn::connect(hostile.addr()).unwrap();
+    assert!(matches!(
+        conn.command(&["HELLO", "3"]).unwrap(),
+        Reply::Map(_)
+    ));
+    assert_eq!(conn.command(&["PING"]).unwrap().to_string(), "PONG");
+    let err = conn.command(&["GET", "k"]).unwrap_err();
+    assert!(err.to_string().contains("over the helper's limit"), "{err}");
+
+    assert_eq!(hostile.connections(), 7);
+}
+
+#[test]
+fn proxy_to_a_dead_upstream_resets_the_client_and_recovers() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr());
+    server.kill();
+    assert!(connection_is_reset(proxy.addr()));
+
+    server.restart();
+    let mut conn = RawConn::connect(proxy.addr()).unwrap();
+    assert_eq!(conn.command(&["PING"]).unwrap().to_string(), "PONG");
+    assert_eq!(proxy.connections_accepted(), 2);
 }
