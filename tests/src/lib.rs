@@ -13,6 +13,27 @@
 //!   RST, close after N bytes, idle limits, byte injection) and
 //!   [`proxy::HostileServer`], which answers with scripted bytes.
 //! - [`raw::RawConn`]: a blocking RESP client independent of resilis.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use resilis_tests::{Direction, FaultProxy, RedisServer, TestPki};
+//!
+//! let pki = TestPki::generate();
+//! let server = RedisServer::builder().tls(&pki).requirepass("pw").start();
+//! let proxy = FaultProxy::start(server.addr());
+//! // Point the client under test at proxy.url() / server.tls_url(), trusting
+//! // pki.ca.cert_path; then misbehave:
+//! proxy.set_latency(Direction::ToClient, Duration::from_millis(50));
+//! proxy.freeze();
+//! proxy.heal();
+//! server.kill();
+//! server.restart(); // same port, bounded wait until ready
+//! assert_eq!(server.command(&["GET", "counter"]), "(nil)");
+//! ```
+//!
+//! Every helper is bounded in time, never skips (a missing `redis-server`
+//! is a panic saying how to install it), and cleans up on drop; spawned
+//! servers also die with the test process (`PR_SET_PDEATHSIG`).
 
 pub mod proxy;
 pub mod raw;

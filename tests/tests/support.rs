@@ -456,3 +456,24 @@ fn proxy_to_a_dead_upstream_resets_the_client_and_recovers() {
     assert_eq!(conn.command(&["PING"]).unwrap().to_string(), "PONG");
     assert_eq!(proxy.connections_accepted(), 2);
 }
+
+/// The helpers own their runtimes, so an async test (current_thread by
+/// default) can create, use and drop them, even while blocking in between.
+#[tokio::test]
+async fn usable_from_a_current_thread_tokio_test() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr());
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    stream.write_all(b"PING\r\n").await.unwrap();
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"+PONG\r\n");
+    // A blocking restart stalls this runtime, not the proxy's.
+    server.restart();
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    stream.write_all(b"PING\r\n").await.unwrap();
+    stream.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"+PONG\r\n");
+    drop(proxy);
+}
