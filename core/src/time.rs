@@ -22,7 +22,9 @@ impl Instant {
     }
 
     pub const fn from_millis(millis: u64) -> Self {
-        Instant { micros: millis.saturating_mul(1000) }
+        Instant {
+            micros: millis.saturating_mul(1000),
+        }
     }
 
     pub const fn as_micros(self) -> u64 {
@@ -48,7 +50,9 @@ impl Add<Duration> for Instant {
     type Output = Instant;
     /// Saturates instead of overflowing: a deadline "far in the future" stays there.
     fn add(self, rhs: Duration) -> Instant {
-        Instant { micros: self.micros.saturating_add(micros_of(rhs)) }
+        Instant {
+            micros: self.micros.saturating_add(micros_of(rhs)),
+        }
     }
 }
 

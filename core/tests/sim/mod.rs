@@ -374,18 +374,18 @@ impl Sim {
             .unwrap_or(action_at);
         self.now = self.now.max(next);
 
-        if open_at.is_some_and(|at| at <= self.now) {
-            if let Some(Transport::Opening { refuse, .. }) = self.transport {
-                if refuse {
-                    self.transport = None;
-                    self.conn
-                        .handle_transport_failed(self.now, TransportError::Refused);
-                } else {
-                    self.transport = Some(Transport::Open { frozen: false });
-                    self.conn.handle_transport_opened(self.now);
-                }
-                self.drain();
+        if open_at.is_some_and(|at| at <= self.now)
+            && let Some(Transport::Opening { refuse, .. }) = self.transport
+        {
+            if refuse {
+                self.transport = None;
+                self.conn
+                    .handle_transport_failed(self.now, TransportError::Refused);
+            } else {
+                self.transport = Some(Transport::Open { frozen: false });
+                self.conn.handle_transport_opened(self.now);
             }
+            self.drain();
         }
         while self.inbound.front().is_some_and(|(at, _)| *at <= self.now) {
             if let Some((_, bytes)) = self.inbound.pop_front() {
