@@ -27,8 +27,10 @@ use super::{DecodeError, Decoded, Frame, Limits, MAX_DEPTH_CAP};
 pub(crate) const MAX_LINE: usize = 64 * 1024;
 /// Shortest line bound, whatever `max_bulk_len` says.
 pub(crate) const MIN_LINE: usize = 1024;
-/// Longest double accepted: Redis writes them with `%.17g`, well under this.
-pub(crate) const MAX_DOUBLE_LINE: usize = 128;
+/// Longest double accepted. Redis writes `%.17g` (under 30 bytes), but the
+/// shortest exact decimal of an f64 without exponent, which other encoders
+/// (redis-protocol among them) write, runs to about 330.
+pub(crate) const MAX_DOUBLE_LINE: usize = 512;
 /// `-9223372036854775808` and `18446744073709551615` are both 20 characters.
 const MAX_NUMBER_LINE: usize = 20;
 

@@ -15,6 +15,18 @@
 //! Streamed aggregates and strings (`$?`, `*?`, `%?`, `~?`, `>?`) are not
 //! supported: Redis never sends them, and they decode to
 //! [`DecodeError::StreamedUnsupported`].
+//!
+//! # Differences from redis-protocol
+//! Deliberate, and pinned by `tests/resp_differential.rs`:
+//! - limits: over-long bulks and aggregates, deep nesting, and lines with no
+//!   CRLF past a bound (simple strings: `max_bulk_len` clamped to 1-64 KiB)
+//!   fail as soon as the header shows it, instead of waiting for the bytes;
+//! - strictness: every terminator is checked (a bulk's trailing CRLF, `_`,
+//!   `#t`, a lone CR in a line), big numbers must be digits, lengths take no
+//!   `+`; errors are reported as soon as bytes prove them;
+//! - leniency: RESP2 nulls (`$-1`, `*-1`) are accepted in RESP3, as are any
+//!   3-byte verbatim format and aggregates as map keys or set members;
+//! - no streamed types and no inline `HELLO` frames.
 
 mod decode;
 pub mod encode;
