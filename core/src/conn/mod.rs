@@ -965,9 +965,20 @@ impl<const N: usize> Connection<N> {
         }
     }
 
+    /// The ping timer fired: PING if nothing was received for
+    /// `ping_interval` and nothing is outstanding (requests in flight already
+    /// prove or disprove liveness, through `dead_at`).
     fn send_ping(&mut self, now: Instant) {
-        if !self.is_ready() || self.commands.in_flight() > 0 || self.ping_in_tx {
-            // Requests in flight already prove (or disprove) liveness.
+        if !self.is_ready() {
+            return;
+        }
+        let due = self.last_rx + self.config.ping_interval;
+        if due > now {
+            // Something arrived since the timer was armed.
+            self.set_timer(Timer::Ping, due);
+            return;
+        }
+        if self.commands.in_flight() > 0 || self.ping_in_tx {
             self.arm_ping(now);
             return;
         }

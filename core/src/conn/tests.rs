@@ -479,6 +479,23 @@ fn idle_connection_pings_and_dead_one_is_detected() {
 }
 
 #[test]
+fn replies_postpone_the_ping() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    t.now = Instant::from_millis(3_000);
+    let id = t.submit(true, 60_000).unwrap();
+    t.drain();
+    t.recv(b"+OK\r\n");
+    let _ = id;
+    // The timer armed at ready fires at 5 s, but a reply came at 3 s: no PING
+    // until 8 s.
+    assert_eq!(t.advance(), []);
+    assert_eq!(t.ms(), 5_000);
+    assert_eq!(t.advance(), [Rec::Tx(b"*1\r\n$4\r\nPING\r\n".to_vec())]);
+    assert_eq!(t.ms(), 8_000);
+}
+
+#[test]
 fn steady_writes_do_not_keep_a_dead_connection_alive() {
     let mut t = T::new(Config::default());
     t.ready();
