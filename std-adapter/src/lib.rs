@@ -1,1 +1,47 @@
-//! resilis: the Tokio driver of resilis-core (being written, issue 4).
+//! resilis: a Redis connection that does not fall over, for Tokio.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), resilis::Error> {
+//! // REDIS_URL=rediss://default:password@host:6379, or REDIS_HOST/REDIS_PORT/
+//! // REDIS_PASSWORD/REDIS_TLS, plus REDIS_TLS_CA_FILE & co for TLS.
+//! let client = resilis::Client::from_env()?;
+//! client.set("greeting", "hello").await?;
+//! let value: Option<String> = client.get("greeting").await?;
+//! println!("{value:?} ({})", client.health().state);
+//! # Ok(()) }
+//! ```
+//!
+//! A [`Client`] is a cloneable handle to one connection driven by a Tokio
+//! task around `resilis_core::Connection`, which owns every policy:
+//! reconnect backoff, keepalive pings, failure diagnosis, when the fallback
+//! cache takes over. Concurrent commands are pipelined into shared writes.
+//!
+//! Modules:
+//! - [`client`]: options, typed commands, `cmd()`; idempotency and blocking
+//!   commands are described there.
+//! - [`fallback`]: the in-memory cache used while Redis is down, and what
+//!   happens to writes made during an outage.
+//! - [`tls`]: TLS settings (`REDIS_TLS_*`) and [`tls::client_config`].
+//! - [`health`]: the serializable [`Health`] report.
+//! - [`error`]: the one [`Error`] type.
+//!
+//! Logs go through `tracing` (target `resilis`), never with a password.
+
+pub mod client;
+mod driver;
+pub mod error;
+pub mod fallback;
+pub mod health;
+pub mod tls;
+pub mod value;
+
+pub use client::{Client, Cmd, OfflineMode, Options, SetOptions, Source, Sourced};
+pub use error::Error;
+pub use fallback::FallbackConfig;
+pub use health::{Counters, Health, LastError};
+pub use tls::{TlsConfigError, TlsOptions, client_config};
+pub use value::{FromValue, ToArg, Value};
+
+/// The core, re-exported: `Config`, `Event`, `DisconnectReason`...
+pub use resilis_core as core;
+pub use resilis_core::{Config, DisconnectReason, Event, PhaseKind};

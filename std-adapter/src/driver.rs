@@ -1,0 +1,944 @@
+//! The driver: one Tokio task per connection that moves bytes and time
+//! between the sockets and `resilis_core::Connection`. No policy lives here:
+//! backoff, pings, failure classification and the fallback decision are the
+//! core's. The loop is the core's own rule, *feed inputs, then drain outputs
+//! until `Wait`*:
+//!
+//! 1. drain `poll_output()`: open transports, append every command that is
+//!    ready to ONE write buffer, complete callers, publish events;
+//! 2. wait (one hand-written poll, so nothing blocks anything else) for any
+//!    of: a connect or TLS step finishing, bytes readable, the write buffer
+//!    accepting bytes, new submissions, the core's deadline;
+//! 3. feed what happened to the core, and go to 1.
+//!
+//! Pipelining falls out of step 2: every submission waiting in the channel
+//! is taken at once, so concurrent callers share one write syscall.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use resilis_core::resp::encode::{self, CommandEncoder, EncodeError};
+use resilis_core::{
+    CommandId, Config, Connection, Event, Instant as CoreInstant, Outcome, Output, PhaseKind,
+    Received, Submit, SubmitError, TransportError,
+};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant as TokioInstant, Sleep};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::error::Error;
+use crate::fallback::OutageWrite;
+use crate::health::{Shared, bump};
+use crate::value::Value;
+
+/// Commands one connection tracks at once (queued + in flight + resolved
+/// but not yet polled): the core's const capacity, ~48 bytes each.
+pub(crate) const SLOTS: usize = 4096;
+/// Submissions taken per wake. Below the core's default queue bound (1024),
+/// so a burst is written out in slices instead of overflowing the queue.
+const BATCH: usize = 256;
+/// Initial receive buffer; it grows only when a frame needs more.
+const READ_BUF: usize = 64 * 1024;
+/// Free space below which the buffer is compacted or grown before a read.
+const MIN_READ: usize = 16 * 1024;
+/// Capacity of the submission channel.
+pub(crate) const CHANNEL: usize = 8192;
+
+pub(crate) enum Request {
+    Command(Command),
+    /// Retry now (after a permanent failure or a give-up).
+    Retry,
+    Shutdown,
+}
+
+/// A command from a caller: its encoded bytes and where its answer goes.
+pub(crate) struct Command {
+    pub bytes: Vec<u8>,
+    pub timeout: Duration,
+    pub idempotent: bool,
+    pub blocking: bool,
+    pub reply: oneshot::Sender<Result<Value, Error>>,
+}
+
+enum Waiter {
+    Caller(oneshot::Sender<Result<Value, Error>>),
+    /// A write from the outage log being replayed.
+    Replay,
+}
+
+struct Pending {
+    bytes: Vec<u8>,
+    waiter: Waiter,
+}
+
+/// Commands the core knows, by id. The core hands out consecutive ids and
+/// resolves them roughly in order, so a deque indexed from the oldest live id
+/// does it without hashing.
+#[derive(Default)]
+struct PendingTable {
+    base: u64,
+    slots: VecDeque<Option<Pending>>,
+}
+
+impl PendingTable {
+    fn insert(&mut self, id: CommandId, pending: Pending) {
+        if self.slots.is_empty() {
+            self.base = id.0;
+        }
+        let Some(index) = id.0.checked_sub(self.base).map(|i| i as usize) else {
+            // Ids only grow; an older one would be a core bug. Resolve it
+            // now rather than leak the caller.
+            finish(pending.waiter, Err(Error::Shutdown), None);
+            return;
+        };
+        while self.slots.len() < index {
+            self.slots.push_back(None);
+        }
+        if index == self.slots.len() {
+            self.slots.push_back(Some(pending));
+        } else {
+            self.slots[index] = Some(pending);
+        }
+    }
+
+    fn get(&self, id: CommandId) -> Option<&Pending> {
+        let index = id.0.checked_sub(self.base)? as usize;
+        self.slots.get(index)?.as_ref()
+    }
+
+    fn take(&mut self, id: CommandId) -> Option<Pending> {
+        let index = id.0.checked_sub(self.base)? as usize;
+        let taken = self.slots.get_mut(index)?.take();
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        taken
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Pending> + '_ {
+        self.slots.drain(..).flatten()
+    }
+}
+
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            // Nothing is buffered above the socket.
+            Transport::Plain(_) => Poll::Ready(Ok(())),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+}
+
+type Step<T> = Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send>>;
+
+enum Connecting {
+    Tcp(Step<TcpStream>),
+    Tls(Step<TlsStream<TcpStream>>),
+}
+
+enum Connected {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// TLS as the driver needs it: the shared rustls config and the name.
+#[derive(Clone)]
+pub(crate) struct TlsSetup {
+    pub connector: TlsConnector,
+    pub server_name: ServerName<'static>,
+    pub insecure: bool,
+}
+
+/// What one wake brought.
+#[derive(Default)]
+struct Wake {
+    connected: Option<Result<Connected, TransportError>>,
+    io_failed: Option<TransportError>,
+    read_any: bool,
+    eof: bool,
+    timer: bool,
+    channel_closed: bool,
+}
+
+pub(crate) struct Driver {
+    conn: Box<Connection<SLOTS>>,
+    epoch: TokioInstant,
+    rx: mpsc::Receiver<Request>,
+    incoming: Vec<Request>,
+    pending: PendingTable,
+    transport: Option<Transport>,
+    connecting: Option<Connecting>,
+    tls: Option<TlsSetup>,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    needs_flush: bool,
+    sleep: Pin<Box<Sleep>>,
+    timer_armed: bool,
+    shared: Arc<Shared>,
+    keepalive: Duration,
+    command_timeout: Duration,
+    shutting_down: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        config: Config,
+        tls: Option<TlsSetup>,
+        rx: mpsc::Receiver<Request>,
+        shared: Arc<Shared>,
+    ) -> Driver {
+        let epoch = TokioInstant::now();
+        Driver {
+            keepalive: config.tcp_keepalive,
+            command_timeout: config.command_timeout,
+            conn: Box::new(Connection::new(config)),
+            epoch,
+            rx,
+            incoming: Vec::with_capacity(BATCH),
+            pending: PendingTable::default(),
+            transport: None,
+            connecting: None,
+            tls,
+            rbuf: vec![0; READ_BUF],
+            rstart: 0,
+            rend: 0,
+            wbuf: Vec::with_capacity(READ_BUF),
+            wpos: 0,
+            needs_flush: false,
+            sleep: Box::pin(tokio::time::sleep_until(epoch)),
+            timer_armed: false,
+            shared,
+            shutting_down: false,
+        }
+    }
+
+    fn now(&self) -> CoreInstant {
+        CoreInstant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    pub(crate) async fn run(mut self) {
+        let now = self.now();
+        self.conn.handle_start(now);
+        loop {
+            let deadline = self.drain();
+            self.publish_gauges();
+            if self.conn.phase() == PhaseKind::Shutdown && self.wbuf.is_empty() {
+                break;
+            }
+            self.arm_timer(deadline);
+            let wake = poll_fn(|cx| self.poll_io(cx)).await;
+            self.feed(wake);
+        }
+        self.rx.close();
+        // The core resolved everything at shutdown; whatever is left (a bug)
+        // still gets an answer.
+        for pending in self.pending.drain() {
+            finish(pending.waiter, Err(Error::Shutdown), None);
+        }
+        while let Ok(Request::Command(cmd)) = self.rx.try_recv() {
+            let _ = cmd.reply.send(Err(Error::Shutdown));
+        }
+    }
+
+    // ----- step 1: drain the core -----------------------------------------
+
+    fn drain(&mut self) -> Option<CoreInstant> {
+        // Bounded: every output but Wait consumes something the core holds,
+        // and each is bounded (events, commands, transports).
+        loop {
+            let mut open = None;
+            let mut event = None;
+            match self.conn.poll_output() {
+                Output::Wait(deadline) => return deadline,
+                Output::Transmit(bytes) => self.wbuf.extend_from_slice(bytes),
+                Output::TransmitCommand(id) => match self.pending.get(id) {
+                    Some(p) => self.wbuf.extend_from_slice(&p.bytes),
+                    None => tracing::error!(?id, "core asked to write an unknown command"),
+                },
+                Output::OpenTransport { host, port, tls } => {
+                    open = Some((host.to_owned(), port, tls));
+                }
+                Output::Close => self.close_transport(),
+                Output::Resolved { id, outcome } => {
+                    if let Some(p) = self.pending.take(id) {
+                        finish(p.waiter, Err(outcome_error(outcome)), Some(&self.shared));
+                    }
+                }
+                Output::Event(e) => event = Some(e),
+            }
+            if let Some((host, port, tls)) = open {
+                self.open_transport(host, port, tls);
+            }
+            if let Some(e) = event {
+                self.on_event(e);
+            }
+        }
+    }
+
+    fn close_transport(&mut self) {
+        self.transport = None;
+        self.connecting = None;
+        self.wbuf.clear();
+        self.wpos = 0;
+        self.needs_flush = false;
+        self.rstart = 0;
+        self.rend = 0;
+        if self.rbuf.len() > 4 * READ_BUF {
+            self.rbuf = vec![0; READ_BUF];
+        }
+    }
+
+    fn open_transport(&mut self, host: String, port: u16, tls: bool) {
+        self.close_transport();
+        if tls && self.tls.as_ref().is_some_and(|t| t.insecure) {
+            tracing::warn!(
+                endpoint = %self.shared.endpoint,
+                "REDIS_TLS_INSECURE=true: the server's certificate is NOT verified; anyone in the path can read this connection"
+            );
+        }
+        let keepalive = self.keepalive;
+        self.connecting = Some(Connecting::Tcp(Box::pin(connect_tcp(
+            host, port, keepalive,
+        ))));
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let endpoint = &self.shared.endpoint;
+        match event {
+            Event::PhaseChanged { from, to } => {
+                tracing::debug!(from = from.as_str(), to = to.as_str(), "phase")
+            }
+            Event::Connecting {
+                attempt,
+                max_attempts,
+            } => {
+                if attempt == 0 {
+                    tracing::info!(%endpoint, "connecting to Redis");
+                } else {
+                    tracing::info!(%endpoint, attempt, max_attempts, "connecting to Redis");
+                }
+            }
+            Event::Connected => tracing::info!(%endpoint, "connected to Redis"),
+            Event::Ready {
+                protocol,
+                server_version,
+            } => {
+                if self.conn.stats().ready_count > 1 {
+                    bump(&self.shared.metrics.reconnects);
+                }
+                let version = server_version.map(|v| v.to_string());
+                tracing::info!(
+                    %endpoint,
+                    protocol = protocol.version(),
+                    server_version = version.as_deref().unwrap_or("unknown"),
+                    "Redis client ready"
+                );
+            }
+            Event::Disconnected { reason } => {
+                tracing::warn!(%endpoint, fix = reason.fix(), "Redis connection lost: {reason}");
+            }
+            Event::Reconnecting {
+                attempt,
+                max_attempts,
+                delay,
+            } => tracing::info!(
+                %endpoint,
+                "reconnecting in {} ms (attempt {attempt} of {max_attempts})",
+                delay.as_millis()
+            ),
+            Event::Down {
+                reason,
+                probe_interval,
+            } => tracing::error!(
+                %endpoint,
+                fix = reason.fix(),
+                "Redis down after all reconnect attempts: {reason}; probing every {} ms",
+                probe_interval.as_millis()
+            ),
+            Event::Failed { reason, retry_in } => tracing::error!(
+                %endpoint,
+                fix = reason.fix(),
+                retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
+                "Redis refused the connection: {reason}"
+            ),
+            Event::GaveUp { reason } => {
+                tracing::error!(%endpoint, fix = reason.fix(), "gave up on Redis: {reason}")
+            }
+            Event::FallbackEngaged { reason } => {
+                self.shared.fallback().active = true;
+                self.shared.fallback_hint.store(true, Relaxed);
+                tracing::warn!(%endpoint, "fallback engaged: serving from the in-memory cache ({reason})");
+            }
+            Event::FallbackReleased => {
+                let log = self.shared.fallback().release();
+                self.shared.fallback_hint.store(false, Relaxed);
+                tracing::info!(%endpoint, outage_writes = log.len(), "fallback released: Redis is back");
+                self.replay(log);
+            }
+        }
+        self.shared.on_event(&event);
+        // No subscribers is fine; a lagging one loses the oldest events.
+        let _ = self.shared.events.send(event);
+    }
+
+    /// Submits the outage log to the core, ahead of anything submitted later.
+    fn replay(&mut self, log: Vec<(Vec<u8>, OutageWrite)>) {
+        let wall = std::time::Instant::now();
+        for (key, write) in log {
+            let bytes = match write {
+                OutageWrite::Set { value, expires } => match expires {
+                    None => encode_vec(|b| encode::encode_args(b, &[b"SET", &key, &value])),
+                    Some(at) => match at.checked_duration_since(wall) {
+                        Some(left) if !left.is_zero() => {
+                            let ms = left.as_millis().max(1) as u64;
+                            encode_vec(|b| {
+                                let mut c = CommandEncoder::new(b, 5);
+                                c.arg(b"SET").arg(&key).arg(&value).arg(b"PX").arg_uint(ms);
+                                c.finish()
+                            })
+                        }
+                        // Expired during the outage: in Redis it would be gone.
+                        _ => encode_vec(|b| encode::del(b, &[&key])),
+                    },
+                },
+                OutageWrite::Del => encode_vec(|b| encode::del(b, &[&key])),
+                OutageWrite::Expire { expires } => {
+                    let ms = expires
+                        .checked_duration_since(wall)
+                        .map_or(1, |d| d.as_millis().max(1) as u64);
+                    encode_vec(|b| {
+                        let mut c = CommandEncoder::new(b, 3);
+                        c.arg(b"PEXPIRE").arg(&key).arg_uint(ms);
+                        c.finish()
+                    })
+                }
+            };
+            let now = self.now();
+            let submit = Submit {
+                len: bytes.len(),
+                deadline: now + self.command_timeout,
+                // Each sets a final state, so writing one twice is harmless.
+                idempotent: true,
+                blocking: false,
+            };
+            match self.conn.handle_submit(now, submit) {
+                Ok(id) => self.pending.insert(
+                    id,
+                    Pending {
+                        bytes,
+                        waiter: Waiter::Replay,
+                    },
+                ),
+                Err(e) => {
+                    bump(&self.shared.metrics.outage_writes_lost);
+                    tracing::warn!("outage write not replayed to Redis: {e}");
+                }
+            }
+        }
+    }
+
+    fn publish_gauges(&self) {
+        let m = &self.shared.metrics;
+        let stats = self.conn.stats();
+        if let Some(rtt) = stats.last_ping_rtt {
+            m.ping_rtt_us.store(rtt.as_micros() as u64, Relaxed);
+        }
+        m.attempts.store(u64::from(self.conn.attempts()), Relaxed);
+        m.queued.store(self.conn.queued() as u64, Relaxed);
+        m.in_flight.store(self.conn.in_flight() as u64, Relaxed);
+    }
+
+    fn arm_timer(&mut self, deadline: Option<CoreInstant>) {
+        match deadline {
+            Some(at) => {
+                let at = self.epoch + Duration::from_micros(at.as_micros());
+                if !self.timer_armed || self.sleep.deadline() != at {
+                    self.sleep.as_mut().reset(at);
+                }
+                self.timer_armed = true;
+            }
+            None => self.timer_armed = false,
+        }
+    }
+
+    // ----- step 2: wait for anything --------------------------------------
+
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        let mut wake = Wake::default();
+        let mut woke = false;
+
+        match &mut self.connecting {
+            Some(Connecting::Tcp(f)) => {
+                if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                    wake.connected = Some(r.map(Connected::Tcp));
+                }
+            }
+            Some(Connecting::Tls(f)) => {
+                if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                    wake.connected = Some(r.map(|s| Connected::Tls(Box::new(s))));
+                }
+            }
+            None => {}
+        }
+        if wake.connected.is_some() {
+            self.connecting = None;
+            woke = true;
+        }
+
+        if let Some(transport) = &mut self.transport {
+            // Write first: requests out before we look for replies.
+            while self.wpos < self.wbuf.len() {
+                match transport.poll_write(cx, &self.wbuf[self.wpos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        wake.io_failed = Some(TransportError::Closed);
+                        break;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.wpos += n;
+                        self.needs_flush = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        wake.io_failed = Some(classify_io_error(&e));
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if self.wpos > 0 && self.wpos == self.wbuf.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+            }
+            if self.needs_flush && wake.io_failed.is_none() {
+                match transport.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.needs_flush = false,
+                    Poll::Ready(Err(e)) => wake.io_failed = Some(classify_io_error(&e)),
+                    Poll::Pending => {}
+                }
+            }
+            if wake.io_failed.is_none() {
+                make_room(&mut self.rbuf, &mut self.rstart, &mut self.rend, None);
+                let mut buf = ReadBuf::new(&mut self.rbuf[self.rend..]);
+                match transport.poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) => {
+                        let n = buf.filled().len();
+                        if n == 0 {
+                            wake.eof = true;
+                        } else {
+                            self.rend += n;
+                            wake.read_any = true;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => wake.io_failed = Some(classify_io_error(&e)),
+                    Poll::Pending => {}
+                }
+            }
+            woke |= wake.io_failed.is_some() || wake.eof || wake.read_any;
+        }
+
+        if !self.shutting_down {
+            match self.rx.poll_recv_many(cx, &mut self.incoming, BATCH) {
+                Poll::Ready(0) => {
+                    wake.channel_closed = true;
+                    woke = true;
+                }
+                Poll::Ready(_) => woke = true,
+                Poll::Pending => {}
+            }
+        }
+
+        if self.timer_armed && self.sleep.as_mut().poll(cx).is_ready() {
+            self.timer_armed = false;
+            wake.timer = true;
+            woke = true;
+        }
+
+        if woke {
+            Poll::Ready(wake)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    // ----- step 3: feed the core ------------------------------------------
+
+    fn feed(&mut self, wake: Wake) {
+        let now = self.now();
+        if let Some(result) = wake.connected {
+            match result {
+                Ok(Connected::Tcp(stream)) => {
+                    if let Some(tls) = self.conn.config().tls.then(|| self.tls.clone()).flatten() {
+                        let name = tls.server_name.clone();
+                        self.connecting = Some(Connecting::Tls(Box::pin(async move {
+                            tls.connector
+                                .connect(name, stream)
+                                .await
+                                .map_err(|e| crate::tls::classify_tls_error(&e))
+                        })));
+                    } else {
+                        self.transport = Some(Transport::Plain(stream));
+                    }
+                    self.conn.handle_transport_opened(now);
+                }
+                Ok(Connected::Tls(stream)) => {
+                    self.transport = Some(Transport::Tls(stream));
+                    self.conn.handle_tls_established(now);
+                }
+                Err(e) => {
+                    tracing::debug!(?e, "transport failed while connecting");
+                    self.close_transport();
+                    self.conn.handle_transport_failed(now, e);
+                }
+            }
+        }
+        if wake.read_any {
+            self.on_readable(now);
+        }
+        if let Some(e) = wake.io_failed {
+            self.close_transport();
+            self.conn.handle_transport_failed(now, e);
+        } else if wake.eof {
+            self.close_transport();
+            self.conn
+                .handle_transport_failed(now, TransportError::Closed);
+        }
+        if !self.incoming.is_empty() {
+            self.submit_incoming(now);
+        }
+        if wake.channel_closed {
+            // Every client handle is gone: nobody can read another answer.
+            self.shutting_down = true;
+            self.conn.handle_shutdown(now);
+        }
+        if wake.timer {
+            self.conn.handle_timeout(now);
+        }
+    }
+
+    fn on_readable(&mut self, now: CoreInstant) {
+        // Bounded: every pass consumes a frame or breaks.
+        loop {
+            let buf = &self.rbuf[self.rstart..self.rend];
+            match self.conn.handle_receive(now, buf) {
+                Received::Reply {
+                    id,
+                    frame,
+                    consumed,
+                } => {
+                    self.rstart += consumed;
+                    if let Some(p) = self.pending.take(id) {
+                        let result = match frame.error_text() {
+                            Some(text) => {
+                                Err(Error::Server(String::from_utf8_lossy(text).into_owned()))
+                            }
+                            None => Ok(Value::from_frame(&frame)),
+                        };
+                        finish(p.waiter, result, Some(&self.shared));
+                    }
+                }
+                Received::Push { consumed, .. } => {
+                    self.rstart += consumed;
+                    bump(&self.shared.metrics.pushes_dropped);
+                }
+                Received::Internal { consumed } => self.rstart += consumed,
+                Received::Incomplete { needed } => {
+                    make_room(&mut self.rbuf, &mut self.rstart, &mut self.rend, needed);
+                    break;
+                }
+                Received::Discard => {
+                    self.rstart = 0;
+                    self.rend = 0;
+                    break;
+                }
+            }
+            if self.rstart == self.rend {
+                self.rstart = 0;
+                self.rend = 0;
+                break;
+            }
+        }
+    }
+
+    fn submit_incoming(&mut self, now: CoreInstant) {
+        let mut batch = std::mem::take(&mut self.incoming);
+        for request in batch.drain(..) {
+            match request {
+                Request::Command(cmd) => {
+                    let submit = Submit {
+                        len: cmd.bytes.len(),
+                        deadline: now + cmd.timeout,
+                        idempotent: cmd.idempotent,
+                        blocking: cmd.blocking,
+                    };
+                    match self.conn.handle_submit(now, submit) {
+                        Ok(id) => self.pending.insert(
+                            id,
+                            Pending {
+                                bytes: cmd.bytes,
+                                waiter: Waiter::Caller(cmd.reply),
+                            },
+                        ),
+                        Err(e) => {
+                            let error = submit_error(e, self.conn.last_reason());
+                            finish(Waiter::Caller(cmd.reply), Err(error), Some(&self.shared));
+                        }
+                    }
+                }
+                Request::Retry => self.conn.handle_retry(now),
+                Request::Shutdown => {
+                    self.shutting_down = true;
+                    self.conn.handle_shutdown(now);
+                }
+            }
+        }
+        self.incoming = batch;
+    }
+}
+
+/// Keeps at least `MIN_READ` bytes (or what `needed` says a frame needs)
+/// free after `rend`, compacting before growing.
+fn make_room(rbuf: &mut Vec<u8>, rstart: &mut usize, rend: &mut usize, needed: Option<usize>) {
+    if *rstart == *rend {
+        *rstart = 0;
+        *rend = 0;
+    }
+    let live = *rend - *rstart;
+    let want_total = needed.unwrap_or(0).max(live + MIN_READ);
+    if rbuf.len() - *rstart >= want_total {
+        return;
+    }
+    if *rstart > 0 {
+        rbuf.copy_within(*rstart..*rend, 0);
+        *rstart = 0;
+        *rend = live;
+    }
+    if rbuf.len() < want_total {
+        let grown = want_total.max(rbuf.len() * 2);
+        rbuf.resize(grown, 0);
+    }
+}
+
+/// Answers a waiter and counts the answer.
+fn finish(waiter: Waiter, result: Result<Value, Error>, shared: Option<&Shared>) {
+    if let Some(shared) = shared {
+        let m = &shared.metrics;
+        match &result {
+            Ok(_) => bump(&m.ok),
+            Err(Error::Indeterminate { .. }) => bump(&m.indeterminate),
+            Err(Error::Timeout) => {
+                bump(&m.timed_out);
+                bump(&m.failed);
+            }
+            Err(Error::Backpressure { .. }) => {
+                bump(&m.backpressure);
+                bump(&m.failed);
+            }
+            Err(_) => bump(&m.failed),
+        }
+        if let Waiter::Replay = waiter {
+            match &result {
+                Ok(_) => bump(&m.outage_writes_replayed),
+                Err(e) => {
+                    bump(&m.outage_writes_lost);
+                    tracing::warn!("an outage write was not confirmed by Redis: {e}");
+                }
+            }
+        }
+    }
+    if let Waiter::Caller(tx) = waiter {
+        // The caller may have given up (dropped its future): fine.
+        let _ = tx.send(result);
+    }
+}
+
+fn outcome_error(outcome: Outcome) -> Error {
+    match outcome {
+        Outcome::TimedOut => Error::Timeout,
+        Outcome::NotSent(reason) => Error::down(reason),
+        Outcome::Indeterminate(cause) => Error::Indeterminate { cause },
+    }
+}
+
+fn submit_error(e: SubmitError, last: Option<resilis_core::DisconnectReason>) -> Error {
+    match e {
+        SubmitError::Backpressure {
+            queued,
+            queued_bytes,
+        } => Error::Backpressure {
+            queued,
+            queued_bytes,
+        },
+        SubmitError::NotReady { .. } => last.map_or_else(Error::down_unknown, Error::down),
+        SubmitError::Down { reason } => Error::down(reason),
+        SubmitError::Shutdown => Error::Shutdown,
+    }
+}
+
+/// Encodes one command with a core helper into a Vec of exactly its size.
+pub(crate) fn encode_vec(
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Vec<u8> {
+    let needed = match encode(&mut []) {
+        Ok(n) => n,
+        Err(EncodeError::BufferTooSmall { needed }) => needed,
+        Err(EncodeError::ArgCountMismatch { .. }) => return Vec::new(),
+    };
+    let mut out = vec![0; needed];
+    match encode(&mut out) {
+        Ok(n) => out.truncate(n),
+        Err(_) => out.clear(),
+    }
+    out
+}
+
+pub(crate) fn classify_io_error(e: &io::Error) -> TransportError {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => TransportError::Refused,
+        ConnectionReset | ConnectionAborted | BrokenPipe => TransportError::Reset,
+        UnexpectedEof => TransportError::Closed,
+        TimedOut => TransportError::TimedOut,
+        _ => TransportError::Other,
+    }
+}
+
+async fn connect_tcp(
+    host: String,
+    port: u16,
+    keepalive: Duration,
+) -> Result<TcpStream, TransportError> {
+    let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|_| TransportError::Dns)?
+        .collect();
+    let mut last = TransportError::Dns;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                tune_socket(&stream, keepalive);
+                return Ok(stream);
+            }
+            Err(e) => last = classify_io_error(&e),
+        }
+    }
+    Err(last)
+}
+
+/// TCP_NODELAY (requests are already coalesced per drain; Nagle would only
+/// add latency), keepalive after `idle` with probes every idle/3 (at least
+/// 1 s), and on Linux TCP_USER_TIMEOUT matching the keepalive verdict, so
+/// unacknowledged writes to a vanished peer fail as fast as an idle socket.
+fn tune_socket(stream: &TcpStream, idle: Duration) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY not set: {e}");
+    }
+    if idle.is_zero() {
+        return;
+    }
+    let sock = socket2::SockRef::from(stream);
+    let interval = (idle / 3).max(Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(interval);
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos"))]
+    let keepalive = keepalive.with_retries(3);
+    if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
+        tracing::debug!("TCP keepalive not set: {e}");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = sock.set_tcp_user_timeout(Some(idle + interval * 3)) {
+        tracing::debug!("TCP_USER_TIMEOUT not set: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_table_tolerates_out_of_order_resolution() {
+        let mut table = PendingTable::default();
+        for id in 1..=4 {
+            table.insert(
+                CommandId(id),
+                Pending {
+                    bytes: vec![id as u8],
+                    waiter: Waiter::Replay,
+                },
+            );
+        }
+        assert_eq!(table.take(CommandId(3)).map(|p| p.bytes), Some(vec![3]));
+        assert_eq!(table.slots.len(), 4, "a hole in the middle stays");
+        assert_eq!(table.take(CommandId(1)).map(|p| p.bytes), Some(vec![1]));
+        assert_eq!(table.base, 2);
+        assert!(table.get(CommandId(2)).is_some());
+        assert!(table.take(CommandId(3)).is_none(), "taken once only");
+        assert!(table.take(CommandId(2)).is_some());
+        assert_eq!(table.base, 4, "the hole is skipped once the front is gone");
+        assert!(table.take(CommandId(4)).is_some());
+        assert!(table.slots.is_empty());
+        assert!(table.take(CommandId(99)).is_none());
+    }
+
+    #[test]
+    fn make_room_compacts_then_grows() {
+        let mut buf = vec![0u8; 32 * 1024];
+        let (mut start, mut end) = (30 * 1024, 31 * 1024);
+        buf[start] = 7;
+        make_room(&mut buf, &mut start, &mut end, None);
+        assert_eq!((start, end), (0, 1024));
+        assert_eq!(buf[0], 7);
+        assert_eq!(buf.len(), 32 * 1024, "compaction was enough");
+        make_room(&mut buf, &mut start, &mut end, Some(100 * 1024));
+        assert!(buf.len() >= 100 * 1024);
+    }
+
+    #[test]
+    fn encode_vec_is_exact() {
+        let v = encode_vec(|b| encode::get(b, b"key"));
+        assert_eq!(v, b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n");
+        assert_eq!(v.capacity(), v.len());
+    }
+
+    #[test]
+    fn io_errors_map_to_transport_errors() {
+        let e = |k| classify_io_error(&io::Error::from(k));
+        assert_eq!(e(io::ErrorKind::ConnectionRefused), TransportError::Refused);
+        assert_eq!(e(io::ErrorKind::ConnectionReset), TransportError::Reset);
+        assert_eq!(e(io::ErrorKind::UnexpectedEof), TransportError::Closed);
+        assert_eq!(e(io::ErrorKind::Other), TransportError::Other);
+    }
+}

@@ -1,0 +1,160 @@
+//! The one error type of the client: every way a command or a constructor
+//! can fail, sorted by what the caller should do about it.
+//!
+//! - [`Error::ConnectionDown`]: Redis is unreachable or refused us; the
+//!   reason says why and `fix` says what to change. Nothing was applied.
+//! - [`Error::Timeout`]: the command's deadline passed before it was sent.
+//!   Nothing was applied.
+//! - [`Error::Indeterminate`]: the command was written but no reply came. It
+//!   may or may not have been applied; only the caller knows whether to retry.
+//! - [`Error::Server`]: Redis answered with an error reply.
+//! - [`Error::Backpressure`]: the bounded queue is full: slow down.
+//! - [`Error::Config`] / [`Error::Tls`]: a setting is wrong; the message names
+//!   the variable and the fix.
+//!
+//! No variant ever holds a password: configuration errors quote values only
+//! for non-secret fields (the core guarantees that), and URLs are never kept.
+
+use std::fmt;
+
+use resilis_core::{ConfigError, DisconnectReason, IndeterminateCause};
+
+pub use crate::tls::TlsConfigError;
+
+/// What went wrong. Match on the variant, not on the message.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Redis is not available (or refused the connection for good). Never
+    /// applied. `fix` is the one-sentence remedy for `reason`.
+    ConnectionDown {
+        reason: Option<DisconnectReason>,
+        fix: &'static str,
+    },
+    /// The deadline passed before the command could be written: never applied.
+    Timeout,
+    /// Written, then no reply: it may have been applied.
+    Indeterminate { cause: IndeterminateCause },
+    /// An error reply from Redis, e.g. `WRONGTYPE Operation against a key...`.
+    Server(String),
+    /// The command queue is at its bound (commands or bytes): back off.
+    Backpressure { queued: usize, queued_bytes: usize },
+    /// A `REDIS_*` variable or URL part is invalid.
+    Config(ConfigError),
+    /// A `REDIS_TLS_*` setting is invalid (unreadable file, bad PEM...).
+    Tls(TlsConfigError),
+    /// The reply does not have the shape the typed command expects (e.g. a
+    /// string where an integer was expected).
+    UnexpectedReply(String),
+    /// The client was shut down (or its driver task ended).
+    Shutdown,
+    /// The client was created outside a Tokio runtime.
+    NoRuntime,
+}
+
+impl Error {
+    pub(crate) fn down(reason: DisconnectReason) -> Error {
+        Error::ConnectionDown {
+            reason: Some(reason),
+            fix: reason.fix(),
+        }
+    }
+
+    pub(crate) fn down_unknown() -> Error {
+        Error::ConnectionDown {
+            reason: None,
+            fix: "Redis is not reachable yet; resilis keeps reconnecting (see client.health())",
+        }
+    }
+
+    /// True when the command certainly did not run (safe to retry anything).
+    pub fn is_not_applied(&self) -> bool {
+        matches!(
+            self,
+            Error::ConnectionDown { .. } | Error::Timeout | Error::Backpressure { .. }
+        )
+    }
+
+    /// True for failures of the connection rather than of the command: the
+    /// cases in which a fallback answer makes sense.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            Error::ConnectionDown { .. }
+                | Error::Timeout
+                | Error::Indeterminate { .. }
+                | Error::Shutdown
+        )
+    }
+
+    /// What to change, when there is something to change.
+    pub fn fix(&self) -> Option<&'static str> {
+        match self {
+            Error::ConnectionDown { fix, .. } => Some(fix),
+            Error::Timeout => Some(
+                "Redis did not become ready before the command's deadline; see client.health() for the reason",
+            ),
+            Error::Backpressure { .. } => {
+                Some("too many commands queued: slow down or raise the queue bounds")
+            }
+            Error::Tls(e) => Some(e.fix),
+            Error::NoRuntime => {
+                Some("create the client inside a Tokio runtime (#[tokio::main] or Runtime::enter)")
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ConnectionDown {
+                reason: Some(reason),
+                ..
+            } => write!(f, "Redis connection down: {reason}"),
+            Error::ConnectionDown { reason: None, fix } => {
+                write!(f, "Redis connection down: {fix}")
+            }
+            Error::Timeout => f.write_str("command timed out before it could be sent (not applied)"),
+            Error::Indeterminate { cause } => match cause {
+                IndeterminateCause::TimedOut => f.write_str(
+                    "command sent but no reply before its deadline: it may have been applied",
+                ),
+                IndeterminateCause::ConnectionLost(reason) => write!(
+                    f,
+                    "connection lost after the command was sent: it may have been applied ({reason})"
+                ),
+            },
+            Error::Server(text) => write!(f, "Redis error: {text}"),
+            Error::Backpressure {
+                queued,
+                queued_bytes,
+            } => write!(
+                f,
+                "command queue full ({queued} commands, {queued_bytes} bytes): slow down"
+            ),
+            Error::Config(e) => write!(f, "configuration: {e}"),
+            Error::Tls(e) => write!(f, "TLS configuration: {e}"),
+            Error::UnexpectedReply(what) => write!(f, "unexpected reply: {what}"),
+            Error::Shutdown => f.write_str("the client was shut down"),
+            Error::NoRuntime => f.write_str(
+                "no Tokio runtime: create the client inside a Tokio runtime (#[tokio::main] or Runtime::enter)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<TlsConfigError> for Error {
+    fn from(e: TlsConfigError) -> Self {
+        Error::Tls(e)
+    }
+}

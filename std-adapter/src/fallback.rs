@@ -1,0 +1,460 @@
+//! The fallback cache: a bounded in-memory LRU (by entries and by bytes,
+//! TTL honoured) that answers get/set/del/exists/expire while the core says
+//! Redis is unavailable, plus the log of writes made during an outage.
+//!
+//! How it is fed: every successful SET, GET, DEL and EXPIRE that goes to
+//! Redis also updates the cache (write-through), so the values an
+//! application uses are there when Redis goes away. Values learned from a GET
+//! carry no Redis TTL, so they expire after [`FallbackConfig::learned_ttl`].
+//!
+//! Writes during an outage (the documented policy): SET, DEL and EXPIRE are
+//! applied to the cache and kept, per key, in an outage log (last writer
+//! wins). When the connection is ready again the driver replays the log to
+//! Redis before anything submitted after the reconnect: SET (with the
+//! remaining TTL, as PX), DEL, PEXPIRE. Each is counted: `outage_writes`,
+//! then `outage_writes_replayed` or `outage_writes_lost` (replay failed,
+//! logged at WARN). Conditional SETs (NX/XX) are refused during an outage:
+//! a lock taken in one process's memory is no lock. When the log is full, a
+//! new key's write is refused with `ConnectionDown` rather than dropped.
+//!
+//! The `active` flag lives under the same lock as the log, so a write is
+//! either logged before the driver takes the log for replay, or it sees
+//! `active == false` and goes to Redis: never lost in between.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Sizes and lifetimes of the fallback cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FallbackConfig {
+    /// Most entries kept; the least recently used go first.
+    pub max_entries: usize,
+    /// Most bytes kept (keys + values + 64 bytes of overhead per entry).
+    pub max_bytes: usize,
+    /// Lifetime of a value learned from a GET (its Redis TTL is unknown).
+    pub learned_ttl: Duration,
+    /// Whether successful Redis commands update the cache (write-through).
+    /// Off, the cache holds only what was written during outages.
+    pub write_through: bool,
+    /// Most distinct keys written during one outage (the replay log).
+    pub max_outage_writes: usize,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            max_entries: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            learned_ttl: Duration::from_secs(300),
+            write_through: true,
+            max_outage_writes: 10_000,
+        }
+    }
+}
+
+/// A write made during an outage, replayed on reconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OutageWrite {
+    Set {
+        value: Vec<u8>,
+        expires: Option<Instant>,
+    },
+    Del,
+    Expire {
+        expires: Instant,
+    },
+}
+
+const ENTRY_OVERHEAD: usize = 64;
+const NIL: usize = usize::MAX;
+
+struct Node {
+    key: Box<[u8]>,
+    value: Vec<u8>,
+    expires: Option<Instant>,
+    prev: usize,
+    next: usize,
+}
+
+/// LRU with O(1) operations: a hash map into a slab of nodes linked from
+/// most (`head`) to least (`tail`) recently used.
+pub(crate) struct Lru {
+    map: HashMap<Box<[u8]>, usize>,
+    nodes: Vec<Node>,
+    free: Vec<usize>,
+    head: usize,
+    tail: usize,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+    pub(crate) evictions: u64,
+}
+
+impl Lru {
+    pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Lru {
+        Lru {
+            map: HashMap::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            bytes: 0,
+            max_entries,
+            max_bytes,
+            evictions: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn cost(key: &[u8], value: &[u8]) -> usize {
+        key.len() + value.len() + ENTRY_OVERHEAD
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = (self.nodes[i].prev, self.nodes[i].next);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.nodes[prev].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.nodes[next].prev = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: usize) {
+        self.nodes[i].prev = NIL;
+        self.nodes[i].next = self.head;
+        if self.head != NIL {
+            self.nodes[self.head].prev = i;
+        }
+        self.head = i;
+        if self.tail == NIL {
+            self.tail = i;
+        }
+    }
+
+    fn remove_index(&mut self, i: usize) {
+        self.unlink(i);
+        let node = &mut self.nodes[i];
+        self.bytes -= Lru::cost(&node.key, &node.value);
+        let key = std::mem::take(&mut node.key);
+        node.value = Vec::new();
+        self.map.remove(&key);
+        self.free.push(i);
+    }
+
+    /// The live value of `key`, marking it most recently used; an expired
+    /// entry is removed and reads as absent.
+    pub(crate) fn get(&mut self, key: &[u8], now: Instant) -> Option<&[u8]> {
+        let i = *self.map.get(key)?;
+        if self.nodes[i].expires.is_some_and(|e| e <= now) {
+            self.remove_index(i);
+            return None;
+        }
+        self.unlink(i);
+        self.push_front(i);
+        Some(&self.nodes[i].value)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn contains(&mut self, key: &[u8], now: Instant) -> bool {
+        self.get(key, now).is_some()
+    }
+
+    pub(crate) fn remove(&mut self, key: &[u8], now: Instant) -> bool {
+        match self.map.get(key) {
+            Some(&i) => {
+                let live = self.nodes[i].expires.is_none_or(|e| e > now);
+                self.remove_index(i);
+                live
+            }
+            None => false,
+        }
+    }
+
+    /// Sets the expiry of a live entry; false if there is none.
+    pub(crate) fn set_expiry(&mut self, key: &[u8], expires: Instant, now: Instant) -> bool {
+        if self.get(key, now).is_none() {
+            return false;
+        }
+        if let Some(&i) = self.map.get(key) {
+            self.nodes[i].expires = Some(expires);
+        }
+        true
+    }
+
+    /// Inserts or replaces, then evicts least recently used entries until
+    /// both bounds hold. A value larger than the whole cache is not kept
+    /// (and any older value of the key is dropped, never served stale).
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8], expires: Option<Instant>) {
+        let cost = Lru::cost(key, value);
+        if let Some(&i) = self.map.get(key) {
+            if cost > self.max_bytes || self.max_entries == 0 {
+                self.remove_index(i);
+                return;
+            }
+            let node = &mut self.nodes[i];
+            self.bytes = self.bytes - Lru::cost(&node.key, &node.value) + cost;
+            node.value.clear();
+            node.value.extend_from_slice(value);
+            node.expires = expires;
+            self.unlink(i);
+            self.push_front(i);
+        } else {
+            if cost > self.max_bytes || self.max_entries == 0 {
+                return;
+            }
+            let boxed: Box<[u8]> = key.into();
+            let node = Node {
+                key: boxed.clone(),
+                value: value.to_vec(),
+                expires,
+                prev: NIL,
+                next: NIL,
+            };
+            let i = match self.free.pop() {
+                Some(i) => {
+                    self.nodes[i] = node;
+                    i
+                }
+                None => {
+                    self.nodes.push(node);
+                    self.nodes.len() - 1
+                }
+            };
+            self.map.insert(boxed, i);
+            self.bytes += cost;
+            self.push_front(i);
+        }
+        // Bounded: each round removes one entry, and the newest never goes
+        // (its own cost fits the byte bound, checked above).
+        while (self.map.len() > self.max_entries || self.bytes > self.max_bytes)
+            && self.tail != NIL
+            && self.tail != self.head
+        {
+            let t = self.tail;
+            self.remove_index(t);
+            self.evictions += 1;
+        }
+    }
+}
+
+/// What a fallback read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Hit(Vec<u8>),
+    Miss,
+}
+
+/// The cache, the outage log and whether fallback is active, under one lock.
+pub(crate) struct FallbackState {
+    pub(crate) active: bool,
+    pub(crate) cache: Lru,
+    pub(crate) outage: HashMap<Vec<u8>, OutageWrite>,
+    pub(crate) config: FallbackConfig,
+}
+
+/// Why an outage write was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Fallback is not active (anymore): send it to Redis.
+    NotActive,
+    /// The outage log is full.
+    LogFull,
+}
+
+impl FallbackState {
+    pub(crate) fn new(config: FallbackConfig) -> FallbackState {
+        FallbackState {
+            active: false,
+            cache: Lru::new(config.max_entries, config.max_bytes),
+            outage: HashMap::new(),
+            config,
+        }
+    }
+
+    fn log(&mut self, key: &[u8], write: OutageWrite) -> Result<(), Refused> {
+        if !self.active {
+            return Err(Refused::NotActive);
+        }
+        if let Some(slot) = self.outage.get_mut(key) {
+            *slot = write;
+            return Ok(());
+        }
+        if self.outage.len() >= self.config.max_outage_writes {
+            return Err(Refused::LogFull);
+        }
+        self.outage.insert(key.to_vec(), write);
+        Ok(())
+    }
+
+    pub(crate) fn outage_set(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        let expires = ttl.map(|t| now + t);
+        self.log(
+            key,
+            OutageWrite::Set {
+                value: value.to_vec(),
+                expires,
+            },
+        )?;
+        self.cache.put(key, value, expires);
+        Ok(())
+    }
+
+    /// Returns whether a live entry was removed locally.
+    pub(crate) fn outage_del(&mut self, key: &[u8], now: Instant) -> Result<bool, Refused> {
+        self.log(key, OutageWrite::Del)?;
+        Ok(self.cache.remove(key, now))
+    }
+
+    /// Returns whether the key exists locally (and so got the expiry).
+    pub(crate) fn outage_expire(
+        &mut self,
+        key: &[u8],
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<bool, Refused> {
+        if !self.active {
+            return Err(Refused::NotActive);
+        }
+        let expires = now + ttl;
+        if !self.cache.set_expiry(key, expires, now) {
+            return Ok(false);
+        }
+        // A SET logged earlier in this outage keeps its value, with the new TTL.
+        let write = match self.outage.get(key) {
+            Some(OutageWrite::Set { value, .. }) => OutageWrite::Set {
+                value: value.clone(),
+                expires: Some(expires),
+            },
+            _ => OutageWrite::Expire { expires },
+        };
+        self.log(key, write)?;
+        Ok(true)
+    }
+
+    pub(crate) fn read(&mut self, key: &[u8], now: Instant) -> Lookup {
+        match self.cache.get(key, now) {
+            Some(v) => Lookup::Hit(v.to_vec()),
+            None => Lookup::Miss,
+        }
+    }
+
+    /// Fallback ends: takes the outage log for replay.
+    pub(crate) fn release(&mut self) -> Vec<(Vec<u8>, OutageWrite)> {
+        self.active = false;
+        self.outage.drain().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn evicts_least_recently_used_by_count() {
+        let mut lru = Lru::new(2, 1 << 20);
+        let now = t0();
+        lru.put(b"a", b"1", None);
+        lru.put(b"b", b"2", None);
+        assert_eq!(lru.get(b"a", now), Some(&b"1"[..])); // a is now most recent
+        lru.put(b"c", b"3", None);
+        assert_eq!(lru.get(b"b", now), None, "b was least recently used");
+        assert_eq!(lru.get(b"a", now), Some(&b"1"[..]));
+        assert_eq!(lru.get(b"c", now), Some(&b"3"[..]));
+        assert_eq!(lru.evictions, 1);
+        assert_eq!(lru.len(), 2);
+    }
+
+    #[test]
+    fn evicts_by_bytes_and_refuses_oversized_values() {
+        let mut lru = Lru::new(100, 3 * (ENTRY_OVERHEAD + 11));
+        let now = t0();
+        for k in [b"k1", b"k2", b"k3", b"k4"] {
+            lru.put(k, b"123456789", None);
+        }
+        assert_eq!(lru.len(), 3);
+        assert!(lru.bytes() <= 3 * (ENTRY_OVERHEAD + 11));
+        assert!(!lru.contains(b"k1", now));
+        lru.put(b"big", &vec![0u8; 10_000], None);
+        assert!(!lru.contains(b"big", now));
+        // Replacing a key with an oversized value drops the old value.
+        lru.put(b"k4", &vec![0u8; 10_000], None);
+        assert!(!lru.contains(b"k4", now));
+    }
+
+    #[test]
+    fn honours_ttl() {
+        let mut lru = Lru::new(10, 1 << 20);
+        let now = t0();
+        lru.put(b"a", b"1", Some(now + Duration::from_secs(1)));
+        assert!(lru.contains(b"a", now));
+        assert!(!lru.contains(b"a", now + Duration::from_secs(2)));
+        assert_eq!(lru.len(), 0, "expired entries are removed when seen");
+    }
+
+    #[test]
+    fn slots_are_reused_after_removal() {
+        let mut lru = Lru::new(10, 1 << 20);
+        let now = t0();
+        for round in 0..100u32 {
+            let key = round.to_be_bytes();
+            lru.put(&key, b"v", None);
+            assert!(lru.remove(&key, now));
+        }
+        assert!(lru.nodes.len() <= 1, "slab grew to {}", lru.nodes.len());
+    }
+
+    #[test]
+    fn outage_log_keeps_last_writer_and_is_bounded() {
+        let mut state = FallbackState::new(FallbackConfig {
+            max_outage_writes: 2,
+            ..FallbackConfig::default()
+        });
+        let now = t0();
+        assert_eq!(
+            state.outage_set(b"a", b"1", None, now),
+            Err(Refused::NotActive)
+        );
+        state.active = true;
+        state.outage_set(b"a", b"1", None, now).unwrap();
+        state.outage_set(b"a", b"2", None, now).unwrap();
+        assert_eq!(state.outage_del(b"b", now), Ok(false));
+        assert_eq!(
+            state.outage_set(b"c", b"3", None, now),
+            Err(Refused::LogFull)
+        );
+        assert_eq!(state.read(b"a", now), Lookup::Hit(b"2".to_vec()));
+        assert!(
+            state
+                .outage_expire(b"a", Duration::from_secs(5), now)
+                .unwrap()
+        );
+        let mut log = state.release();
+        log.sort_by(|x, y| x.0.cmp(&y.0));
+        assert!(!state.active);
+        assert_eq!(log.len(), 2);
+        assert!(matches!(&log[0].1, OutageWrite::Set { value, expires: Some(_) } if value == b"2"));
+        assert_eq!(log[1], (b"b".to_vec(), OutageWrite::Del));
+    }
+}

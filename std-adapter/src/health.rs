@@ -1,0 +1,240 @@
+//! What the driver shares with the client handles: counters, the
+//! connection's status, the event broadcast, the fallback state, and the
+//! serializable [`Health`] report built from them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use resilis_core::{DisconnectReason, Event, FailureClass, PhaseKind, Protocol, ServerVersion};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::fallback::{FallbackConfig, FallbackState};
+
+/// Counters, updated with relaxed atomics (each has one writer or is a plain
+/// tally; none orders anything).
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub indeterminate: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub backpressure: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub fallback_hits: AtomicU64,
+    pub fallback_misses: AtomicU64,
+    pub outage_writes: AtomicU64,
+    pub outage_writes_replayed: AtomicU64,
+    pub outage_writes_lost: AtomicU64,
+    pub outage_writes_refused: AtomicU64,
+    pub pushes_dropped: AtomicU64,
+    pub ping_rtt_us: AtomicU64,
+    pub attempts: AtomicU64,
+    pub queued: AtomicU64,
+    pub in_flight: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+/// The connection's state as of the last event.
+pub(crate) struct Status {
+    pub phase: PhaseKind,
+    pub since: SystemTime,
+    pub last_reason: Option<DisconnectReason>,
+    pub protocol: Option<Protocol>,
+    pub server_version: Option<ServerVersion>,
+}
+
+pub(crate) struct Shared {
+    pub metrics: Metrics,
+    pub status: Mutex<Status>,
+    pub events: broadcast::Sender<Event>,
+    /// Fast-path copy of `fallback.active`, for callers that must not take
+    /// the lock on every command. The lock's copy is the truth.
+    pub fallback_hint: AtomicBool,
+    pub fallback: Mutex<FallbackState>,
+    /// Where the connection goes, for logs and the report (never the password).
+    pub endpoint: String,
+}
+
+impl Shared {
+    pub(crate) fn new(endpoint: String, fallback: FallbackConfig) -> Shared {
+        Shared {
+            metrics: Metrics::default(),
+            status: Mutex::new(Status {
+                phase: PhaseKind::Idle,
+                since: SystemTime::now(),
+                last_reason: None,
+                protocol: None,
+                server_version: None,
+            }),
+            events: broadcast::channel(256).0,
+            fallback_hint: AtomicBool::new(false),
+            fallback: Mutex::new(FallbackState::new(fallback)),
+            endpoint,
+        }
+    }
+
+    pub(crate) fn status(&self) -> MutexGuard<'_, Status> {
+        // A panic elsewhere while holding the lock leaves plain data behind.
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn fallback(&self) -> MutexGuard<'_, FallbackState> {
+        self.fallback.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        let status = self.status();
+        let m = &self.metrics;
+        let (cache_entries, cache_bytes, evictions, outage_pending) = {
+            let fb = self.fallback();
+            (
+                fb.cache.len() as u64,
+                fb.cache.bytes() as u64,
+                fb.cache.evictions,
+                fb.outage.len() as u64,
+            )
+        };
+        let since_ms = status
+            .since
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let for_ms = SystemTime::now()
+            .duration_since(status.since)
+            .map_or(0, |d| d.as_millis() as u64);
+        let rtt = m.ping_rtt_us.load(Relaxed);
+        Health {
+            healthy: status.phase == PhaseKind::Ready,
+            state: status.phase.as_str(),
+            since_unix_ms: since_ms,
+            in_state_ms: for_ms,
+            endpoint: self.endpoint.clone(),
+            protocol: status.protocol.map(Protocol::version),
+            server_version: status
+                .server_version
+                .map(|v| format!("{}.{}.{}", v.major, v.minor, v.patch)),
+            last_error: status.last_reason.map(|r| LastError {
+                message: r.to_string(),
+                fix: r.fix(),
+                permanent: r.class() == FailureClass::Permanent,
+            }),
+            reconnect_attempts: m.attempts.load(Relaxed),
+            fallback_active: self.fallback_hint.load(Relaxed),
+            ping_latency_ms: (rtt > 0).then(|| rtt as f64 / 1000.0),
+            queued: m.queued.load(Relaxed),
+            in_flight: m.in_flight.load(Relaxed),
+            counters: Counters {
+                commands_ok: m.ok.load(Relaxed),
+                commands_failed: m.failed.load(Relaxed),
+                commands_indeterminate: m.indeterminate.load(Relaxed),
+                commands_timed_out: m.timed_out.load(Relaxed),
+                commands_backpressured: m.backpressure.load(Relaxed),
+                reconnects: m.reconnects.load(Relaxed),
+                fallback_hits: m.fallback_hits.load(Relaxed),
+                fallback_misses: m.fallback_misses.load(Relaxed),
+                fallback_evictions: evictions,
+                fallback_entries: cache_entries,
+                fallback_bytes: cache_bytes,
+                outage_writes: m.outage_writes.load(Relaxed),
+                outage_writes_pending: outage_pending,
+                outage_writes_replayed: m.outage_writes_replayed.load(Relaxed),
+                outage_writes_lost: m.outage_writes_lost.load(Relaxed),
+                outage_writes_refused: m.outage_writes_refused.load(Relaxed),
+                pushes_dropped: m.pushes_dropped.load(Relaxed),
+            },
+        }
+    }
+
+    /// Keeps the status in step with the core's events.
+    pub(crate) fn on_event(&self, event: &Event) {
+        let mut status = self.status();
+        match *event {
+            Event::PhaseChanged { to, .. } => {
+                status.phase = to;
+                status.since = SystemTime::now();
+                if to != PhaseKind::Ready {
+                    status.protocol = None;
+                }
+            }
+            Event::Ready {
+                protocol,
+                server_version,
+            } => {
+                status.protocol = Some(protocol);
+                status.server_version = server_version;
+            }
+            Event::Disconnected { reason }
+            | Event::Down { reason, .. }
+            | Event::Failed { reason, .. }
+            | Event::GaveUp { reason } => status.last_reason = Some(reason),
+            _ => {}
+        }
+    }
+}
+
+/// A snapshot of the connection, for `/api/health` and dashboards.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Health {
+    /// True when the connection is ready.
+    pub healthy: bool,
+    /// `connecting`, `ready`, `backoff`, `down`, `failed`...
+    pub state: &'static str,
+    /// When the connection entered `state` (Unix milliseconds).
+    pub since_unix_ms: u64,
+    /// How long it has been in `state`.
+    pub in_state_ms: u64,
+    /// `host:port` (and `tls`), never credentials.
+    pub endpoint: String,
+    pub protocol: Option<u8>,
+    pub server_version: Option<String>,
+    pub last_error: Option<LastError>,
+    /// Reconnect attempts on the current backoff schedule.
+    pub reconnect_attempts: u64,
+    pub fallback_active: bool,
+    /// Round trip of the last keepalive PING.
+    pub ping_latency_ms: Option<f64>,
+    pub queued: u64,
+    pub in_flight: u64,
+    pub counters: Counters,
+}
+
+/// The last disconnect reason, with what to change.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LastError {
+    pub message: String,
+    pub fix: &'static str,
+    /// Retrying with the same settings cannot help (bad password, untrusted
+    /// certificate...).
+    pub permanent: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Counters {
+    pub commands_ok: u64,
+    /// Error replies and commands that failed without being sent.
+    pub commands_failed: u64,
+    /// Written, then no reply: may have been applied.
+    pub commands_indeterminate: u64,
+    pub commands_timed_out: u64,
+    pub commands_backpressured: u64,
+    pub reconnects: u64,
+    pub fallback_hits: u64,
+    pub fallback_misses: u64,
+    pub fallback_evictions: u64,
+    pub fallback_entries: u64,
+    pub fallback_bytes: u64,
+    /// SET/DEL/EXPIRE applied to the fallback cache during outages.
+    pub outage_writes: u64,
+    /// Of those, still waiting for Redis to come back.
+    pub outage_writes_pending: u64,
+    pub outage_writes_replayed: u64,
+    /// Replays that Redis did not confirm (logged at WARN).
+    pub outage_writes_lost: u64,
+    /// Outage writes refused (conditional SET, log full).
+    pub outage_writes_refused: u64,
+    pub pushes_dropped: u64,
+}
