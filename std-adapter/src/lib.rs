@@ -45,3 +45,7 @@ pub use value::{FromValue, ToArg, Value};
 /// The core, re-exported: `Config`, `Event`, `DisconnectReason`...
 pub use resilis_core as core;
 pub use resilis_core::{Config, DisconnectReason, Event, PhaseKind};
+
+/// `resilis doctor` and `resilis watch`: step-by-step diagnosis of a Redis
+/// connection and a live view of the core state machine (issue 6).
+#[cfg(any())] pub mod doctor;

@@ -1,0 +1,297 @@
+//! One RESP conversation over an open transport (TCP or TLS): the Redis
+//! handshake driven by resilis-core's own state machine, so the doctor
+//! judges the server exactly as the library would (same HELLO/AUTH/SELECT,
+//! same classification of WRONGPASS, NOAUTH, DENIED, max clients, a TLS
+//! record on plaintext...), then plain request/reply for PING, INFO and
+//! CONFIG GET.
+
+use std::time::Duration;
+
+use resilis_core::resp::{self, Decoded, Frame, Limits};
+use resilis_core::{
+    Config, Connection, DisconnectReason, Event, Output, Protocol, Received, ServerVersion,
+    TransportError,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+
+/// Replies larger than this are refused (INFO is a few KB).
+const MAX_REPLY: usize = 4 * 1024 * 1024;
+/// Limits for the doctor's own reads: generous for INFO, bounded.
+const LIMITS: Limits = Limits {
+    max_depth: 8,
+    max_bulk_len: MAX_REPLY,
+    max_aggregate_len: 100_000,
+};
+/// Server error texts are quoted up to this many characters.
+const QUOTE: usize = 200;
+/// No handshake needs more round trips than this (HELLO, AUTH, SETNAME,
+/// SELECT, a fallback); a bound on the loop, not a tuning knob.
+const MAX_HANDSHAKE_TURNS: usize = 64;
+
+/// A reply, owned.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Reply {
+    Text(String),
+    Error(String),
+    Int(i64),
+    Null,
+    List(Vec<Reply>),
+    Other,
+}
+
+impl Reply {
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Reply::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+fn own(frame: &Frame<'_>) -> Reply {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match frame {
+        Frame::SimpleString(b) | Frame::BulkString(b) | Frame::BigNumber(b) => Reply::Text(text(b)),
+        Frame::Verbatim { text: b, .. } => Reply::Text(text(b)),
+        Frame::SimpleError(b) | Frame::BulkError(b) => Reply::Error(quote(b)),
+        Frame::Integer(i) => Reply::Int(*i),
+        Frame::Null => Reply::Null,
+        Frame::Boolean(b) => Reply::Int(i64::from(*b)),
+        Frame::Array(a) | Frame::Map(a) | Frame::Set(a) => {
+            Reply::List(a.iter().map(|f| own(&f)).collect())
+        }
+        Frame::Double(_) | Frame::Push(_) => Reply::Other,
+    }
+}
+
+/// A server message, printable and cut short.
+pub(crate) fn quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(QUOTE)
+        .collect();
+    if text.chars().count() > QUOTE {
+        out.push('…');
+    }
+    out
+}
+
+/// Why a request got no reply.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum RequestError {
+    TimedOut,
+    Closed,
+    Io(String),
+    Invalid(String),
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::TimedOut => f.write_str("no reply in time"),
+            RequestError::Closed => f.write_str("the server closed the connection"),
+            RequestError::Io(e) => write!(f, "I/O error: {e}"),
+            RequestError::Invalid(e) => write!(f, "invalid reply: {e}"),
+        }
+    }
+}
+
+/// How the handshake ended.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HandshakeResult {
+    pub outcome: Result<Ready, DisconnectReason>,
+    /// The server's error reply, quoted, when it sent one.
+    pub server_error: Option<String>,
+    /// Whether any byte came back.
+    pub received_any: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Ready {
+    pub protocol: Protocol,
+    pub version: Option<ServerVersion>,
+}
+
+pub(crate) struct Session<S> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub fn new(stream: S) -> Self {
+        Session {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Runs the core's handshake on this (already open) transport. `tls`
+    /// says whether it is a TLS session, as the core must know.
+    pub async fn handshake(&mut self, config: &Config, limit: Duration) -> HandshakeResult {
+        let mut config = config.clone();
+        config.handshake_timeout = limit;
+        config.tls_timeout = limit;
+        config.connect_timeout = limit;
+        let tls = config.tls;
+        let mut conn: Connection<4> = Connection::new(config);
+        let origin = std::time::Instant::now();
+        let now = || resilis_core::Instant::from_micros(origin.elapsed().as_micros() as u64);
+        let mut server_error = None;
+        let mut received_any = false;
+        let mut chunk = vec![0u8; 16 * 1024];
+        conn.handle_start(now());
+        for _ in 0..MAX_HANDSHAKE_TURNS {
+            // Drain the core until it waits.
+            let wait = loop {
+                let mut write: Option<Vec<u8>> = None;
+                match conn.poll_output() {
+                    Output::OpenTransport { .. } => {
+                        conn.handle_transport_opened(now());
+                        if tls {
+                            conn.handle_tls_established(now());
+                        }
+                    }
+                    Output::Transmit(bytes) => write = Some(bytes.to_vec()),
+                    Output::Event(Event::Ready {
+                        protocol,
+                        server_version,
+                    }) => {
+                        return HandshakeResult {
+                            outcome: Ok(Ready {
+                                protocol,
+                                version: server_version,
+                            }),
+                            server_error,
+                            received_any,
+                        };
+                    }
+                    Output::Event(Event::Disconnected { reason }) => {
+                        return HandshakeResult {
+                            outcome: Err(reason),
+                            server_error,
+                            received_any,
+                        };
+                    }
+                    Output::Wait(deadline) => break deadline,
+                    Output::Event(_)
+                    | Output::TransmitCommand(_)
+                    | Output::Resolved { .. }
+                    | Output::Close => {}
+                }
+                if let Some(bytes) = write
+                    && let Err(e) = self.stream.write_all(&bytes).await
+                {
+                    conn.handle_transport_failed(now(), classify_io(&e));
+                }
+            };
+            let remaining = wait
+                .map(|at| at.saturating_duration_since(now()))
+                .unwrap_or(limit);
+            match timeout(remaining, self.stream.read(&mut chunk)).await {
+                Err(_) => conn.handle_timeout(now()),
+                Ok(Ok(0)) => conn.handle_transport_failed(now(), TransportError::Closed),
+                Ok(Err(e)) => conn.handle_transport_failed(now(), classify_io(&e)),
+                Ok(Ok(n)) => {
+                    received_any = true;
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    while !self.buf.is_empty() {
+                        if let Ok(Decoded::Frame { frame, .. }) = resp::decode(&self.buf, &LIMITS)
+                            && let Some(text) = frame.error_text()
+                        {
+                            server_error = Some(quote(text));
+                        }
+                        match conn.handle_receive(now(), &self.buf) {
+                            Received::Internal { consumed }
+                            | Received::Reply { consumed, .. }
+                            | Received::Push { consumed, .. } => {
+                                self.buf.drain(..consumed);
+                            }
+                            Received::Incomplete { .. } => break,
+                            Received::Discard => {
+                                self.buf.clear();
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        HandshakeResult {
+            outcome: Err(DisconnectReason::HandshakeTimeout { received_any }),
+            server_error,
+            received_any,
+        }
+    }
+
+    /// Sends one command (as its arguments) and waits for its reply.
+    pub async fn request(
+        &mut self,
+        args: &[&[u8]],
+        limit: Duration,
+    ) -> Result<Reply, RequestError> {
+        let mut bytes = vec![0u8; resp::encode::encoded_len(args)];
+        let n = resp::encode::encode_args(&mut bytes, args)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        bytes.truncate(n);
+        let deadline = tokio::time::Instant::now() + limit;
+        timeout(limit, self.stream.write_all(&bytes))
+            .await
+            .map_err(|_| RequestError::TimedOut)?
+            .map_err(|e| RequestError::Io(e.to_string()))?;
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match resp::decode(&self.buf, &LIMITS) {
+                Ok(Decoded::Frame {
+                    frame, consumed, ..
+                }) => {
+                    if let Frame::Push(_) = frame {
+                        self.buf.drain(..consumed);
+                        continue;
+                    }
+                    let reply = own(&frame);
+                    self.buf.drain(..consumed);
+                    return Ok(reply);
+                }
+                Ok(Decoded::Incomplete { .. }) => {}
+                Err(e) => return Err(RequestError::Invalid(e.to_string())),
+            }
+            if self.buf.len() > MAX_REPLY {
+                return Err(RequestError::Invalid("reply too large".into()));
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return Err(RequestError::TimedOut),
+                Ok(Ok(0)) => return Err(RequestError::Closed),
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => return Err(RequestError::Io(e.to_string())),
+            }
+        }
+    }
+}
+
+/// An I/O error as the core's transport error.
+pub(crate) fn classify_io(error: &std::io::Error) -> TransportError {
+    use std::io::ErrorKind::*;
+    if let Some(tls) = super::tls::rustls_error(error) {
+        return match tls {
+            rustls::Error::InvalidCertificate(_) => TransportError::TlsCertificate,
+            e if super::tls::is_not_tls(e) => TransportError::TlsNotSpoken,
+            _ => TransportError::TlsOther,
+        };
+    }
+    match error.kind() {
+        ConnectionRefused => TransportError::Refused,
+        TimedOut => TransportError::TimedOut,
+        ConnectionReset | ConnectionAborted | BrokenPipe => TransportError::Reset,
+        UnexpectedEof => TransportError::Closed,
+        _ => TransportError::Other,
+    }
+}
+
+/// The core's classification, e.g. `AuthFailed` or `Transport(Refused)`,
+/// for the JSON `reason` field.
+pub(crate) fn reason_name(reason: &DisconnectReason) -> String {
+    format!("{reason:?}")
+}
