@@ -45,6 +45,13 @@ const MAX_NUMBER_LINE: usize = 20;
 /// `attributes`; when several follow each other, the last one is returned.
 pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<Decoded<'a>, DecodeError> {
     let cx = Context::new(limits);
+    if let Some((frame, consumed)) = fast_scalar(buf, 0, &cx) {
+        return Ok(Decoded::Frame {
+            frame,
+            attributes: None,
+            consumed,
+        });
+    }
     let mut pos = 0;
     let mut attributes = None;
     loop {
@@ -168,6 +175,11 @@ impl<'a> Iterator for AggregateIter<'a> {
         // nothing below can fail; if it somehow did, ending the iteration is
         // the only answer that neither panics nor invents data.
         let cx = Context::new(&Limits::VALIDATED);
+        if let Some((frame, end)) = fast_scalar(self.body, self.pos, &cx) {
+            self.pos = end;
+            self.remaining -= 1;
+            return Some(frame);
+        }
         loop {
             let Ok((head, body_start)) = header(self.body, self.pos, &cx) else {
                 return self.stop();
@@ -290,9 +302,44 @@ fn skip_elements(
     cx: &Context,
     final_item: bool,
 ) -> Result<usize, Halt> {
-    if len == 0 {
-        return Ok(start);
+    // Most replies are flat (MGET, HGETALL, pub/sub messages): read scalars
+    // here and set up the nesting stack only at the first nested aggregate.
+    let mut pos = start;
+    let mut left = len;
+    while left > 0 {
+        if let Some((_, next)) = fast_scalar(buf, pos, cx) {
+            pos = next;
+            left -= 1;
+            continue;
+        }
+        match header(buf, pos, cx) {
+            Ok((Header::Scalar(_), next)) => {
+                pos = next;
+                left -= 1;
+            }
+            Ok((Header::Aggregate { .. }, _)) => {
+                return skip_nested(buf, pos, left, depth, cx, final_item);
+            }
+            Err(Halt::Incomplete(Some(n))) if final_item && left == 1 => {
+                return Err(Halt::Incomplete(Some(n)));
+            }
+            Err(Halt::Incomplete(_)) => return Err(Halt::Incomplete(None)),
+            Err(e) => return Err(e),
+        }
     }
+    Ok(pos)
+}
+
+/// [`skip_elements`] once nesting shows up: the general walk, with an
+/// explicit stack of remaining counts.
+fn skip_nested(
+    buf: &[u8],
+    start: usize,
+    len: usize,
+    depth: u8,
+    cx: &Context,
+    final_item: bool,
+) -> Result<usize, Halt> {
     // remaining[i]: elements still to read in the aggregate at depth+i;
     // bit i of `attributes`: that aggregate is an attribute, whose completion
     // is not an element of its parent.
@@ -354,6 +401,60 @@ fn skip_elements(
                 break;
             }
         }
+    }
+}
+
+/// A complete and valid bulk string, checked without building a frame: where
+/// its payload starts and the position after it, or `None` for anything else
+/// (incomplete, null, malformed, over the limit), which the general path then
+/// reads and reports exactly as it would have.
+#[inline(always)]
+fn checked_bulk(buf: &[u8], pos: usize, max_bulk_len: usize) -> Option<(usize, usize)> {
+    let rest = buf.get(pos..)?;
+    let (&b'$', digits) = rest.split_first()? else {
+        return None;
+    };
+    let mut len: usize = 0;
+    let mut n = 0;
+    // 18 digits cannot overflow a u64 and are far beyond any sane limit.
+    for &b in digits.iter().take(18) {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        len = len.wrapping_mul(10).wrapping_add(usize::from(digit));
+        n += 1;
+    }
+    if n == 0 || len > max_bulk_len || digits.get(n..n + 2)? != b"\r\n" {
+        return None;
+    }
+    let start = pos + 1 + n + 2;
+    let end = start.checked_add(len)?;
+    if buf.get(end..end.checked_add(2)?)? != b"\r\n" {
+        return None;
+    }
+    Some((start, end + 2))
+}
+
+/// The commonest frames (bulk strings, integers, simple strings) when
+/// complete and valid, read without the general machinery: the frame and the
+/// position after it, or `None` for the general path to read and report.
+#[inline(always)]
+fn fast_scalar<'a>(buf: &'a [u8], pos: usize, cx: &Context) -> Option<(Frame<'a>, usize)> {
+    match *buf.get(pos)? {
+        b'$' => {
+            let (start, next) = checked_bulk(buf, pos, cx.max_bulk_len)?;
+            Some((Frame::BulkString(buf.get(start..next - 2)?), next))
+        }
+        b':' => {
+            let (n, next) = integer(buf, pos + 1).ok()?;
+            Some((Frame::Integer(n), next))
+        }
+        b'+' => {
+            let (text, next) = line(buf, pos + 1, cx.max_line).ok()?;
+            Some((Frame::SimpleString(text), next))
+        }
+        _ => None,
     }
 }
 
@@ -542,29 +643,34 @@ fn length(buf: &[u8], start: usize, limit: u64) -> Result<(Length, usize), Halt>
         }
         Some(_) => {}
     }
+    // At most 20 digits: more is malformed whatever their value.
     let mut value: u64 = 0;
     let mut pos = start;
-    loop {
-        match buf.get(pos) {
-            Some(&b @ b'0'..=b'9') => {
-                if pos - start >= MAX_NUMBER_LINE {
-                    return Err(DecodeError::InvalidNumber.into());
-                }
-                value = value.saturating_mul(10).saturating_add(u64::from(b - b'0'));
-                pos += 1;
-                if value > limit {
-                    // Report the whole number as far as it has arrived.
-                    while let Some(&b @ b'0'..=b'9') = buf.get(pos) {
-                        value = value.saturating_mul(10).saturating_add(u64::from(b - b'0'));
-                        pos += 1;
-                    }
-                    return Ok((Length::Len(value), pos));
-                }
-            }
-            Some(b'\r') if pos > start => return Ok((Length::Len(value), crlf(buf, pos)?)),
-            Some(_) => return Err(DecodeError::InvalidNumber.into()),
-            None => return Err(Halt::Incomplete(None)),
+    for &b in buf
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .take(MAX_NUMBER_LINE)
+    {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
         }
+        value = value.saturating_mul(10).saturating_add(u64::from(digit));
+        pos += 1;
+    }
+    if value > limit {
+        // Report the whole number as far as it has arrived.
+        while let Some(&b @ b'0'..=b'9') = buf.get(pos) {
+            value = value.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+            pos += 1;
+        }
+        return Ok((Length::Len(value), pos));
+    }
+    match buf.get(pos) {
+        Some(b'\r') if pos > start => Ok((Length::Len(value), crlf(buf, pos)?)),
+        None => Err(Halt::Incomplete(None)),
+        Some(_) => Err(DecodeError::InvalidNumber.into()),
     }
 }
 
@@ -758,6 +864,17 @@ mod tests {
         assert_eq!(
             &items(p)[..],
             &[Frame::SimpleString(b"message"), Frame::BulkString(b"hi")]
+        );
+    }
+
+    #[test]
+    fn nulls_inside_aggregates_stay_null() {
+        let Frame::Array(a) = frame(b"*3\r\n$-1\r\n$1\r\na\r\n*-1\r\n") else {
+            panic!()
+        };
+        assert_eq!(
+            &items(a)[..],
+            &[Frame::Null, Frame::BulkString(b"a"), Frame::Null]
         );
     }
 
