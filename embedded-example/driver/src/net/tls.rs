@@ -135,7 +135,8 @@ fn classify_handshake(error: TlsError) -> TransportError {
         | TlsError::InvalidSignature => TransportError::TlsCertificate,
         // Bytes that are no TLS record: a plaintext server on this port.
         TlsError::InvalidRecord | TlsError::UnknownContentType => TransportError::TlsNotSpoken,
-        TlsError::ConnectionClosed => TransportError::Closed,
+        // IoError: the socket hit EOF in the middle of the handshake.
+        TlsError::ConnectionClosed | TlsError::IoError => TransportError::Closed,
         TlsError::Io(kind) => crate::classify_io_error(kind),
         _ => TransportError::TlsOther,
     }
@@ -165,7 +166,8 @@ impl embedded_io_async::Error for NetError {
 
 fn tls_io(error: TlsError) -> NetError {
     NetError(match error {
-        TlsError::ConnectionClosed => TransportError::Closed,
+        // IoError: embedded-tls's name for EOF on the socket (no close_notify).
+        TlsError::ConnectionClosed | TlsError::IoError => TransportError::Closed,
         TlsError::Io(kind) => crate::classify_io_error(kind),
         _ => TransportError::TlsOther,
     })
