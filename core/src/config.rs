@@ -179,37 +179,45 @@ impl Default for Config {
     }
 }
 
-/// The environment variables [`Config::from_env`] reads, in the order of the
-/// README's configuration table.
-pub const ENV_VARS: &[&str] = &[
-    "REDIS_URL",
-    "REDIS_HOST",
-    "REDIS_PORT",
-    "REDIS_USERNAME",
-    "REDIS_PASSWORD",
-    "REDIS_DB",
-    "REDIS_TLS",
-    "REDIS_CLIENT_NAME",
-    "REDIS_PROTOCOL",
-    "REDIS_CONNECT_TIMEOUT",
-    "REDIS_KEEPALIVE",
-    "REDIS_PING_INTERVAL",
-    "REDIS_PING_TIMEOUT",
-    "REDIS_COMMAND_TIMEOUT",
-    "REDIS_MAX_RECONNECT_ATTEMPTS",
-];
+/// One tuning option: its URL query name, its environment variable, and the
+/// field names errors quote for it.
+struct TuningOption {
+    url: &'static str,
+    env: &'static str,
+    in_url: &'static str,
+    in_env_url: &'static str,
+}
 
-/// The URL query options [`Config::from_url`] accepts.
-pub const URL_OPTIONS: &[&str] = &[
-    "protocol",
-    "client_name",
-    "connect_timeout",
-    "keepalive",
-    "ping_interval",
-    "ping_timeout",
-    "command_timeout",
-    "max_reconnect_attempts",
-];
+macro_rules! tuning_options {
+    ($($url:literal => $env:literal),* $(,)?) => {
+        /// The tuning options, each settable as `?url=` or as its variable.
+        const TUNING: &[TuningOption] = &[$(TuningOption {
+            url: $url,
+            env: $env,
+            in_url: concat!("URL ", $url),
+            in_env_url: concat!("REDIS_URL ", $url),
+        }),*];
+        /// The URL query options [`Config::from_url`] accepts.
+        pub const URL_OPTIONS: &[&str] = &[$($url),*];
+        /// The environment variables [`Config::from_env`] reads, in the order
+        /// of the README's configuration table.
+        pub const ENV_VARS: &[&str] = &[
+            "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_DB",
+            "REDIS_TLS", $($env),*
+        ];
+    };
+}
+
+tuning_options! {
+    "protocol" => "REDIS_PROTOCOL",
+    "client_name" => "REDIS_CLIENT_NAME",
+    "connect_timeout" => "REDIS_CONNECT_TIMEOUT",
+    "keepalive" => "REDIS_KEEPALIVE",
+    "ping_interval" => "REDIS_PING_INTERVAL",
+    "ping_timeout" => "REDIS_PING_TIMEOUT",
+    "command_timeout" => "REDIS_COMMAND_TIMEOUT",
+    "max_reconnect_attempts" => "REDIS_MAX_RECONNECT_ATTEMPTS",
+}
 
 impl Config {
     /// Parses `redis://[user[:password]@]host[:port][/db][?option=value&...]`
@@ -266,9 +274,9 @@ impl Config {
             // silently send the password in clear text.
             config.tls |= parse_bool("REDIS_TLS", tls.as_ref())?;
         }
-        for (var, option) in ENV_OPTIONS {
-            if let Some(value) = get(var) {
-                config.apply_option(option, var, value.as_ref())?;
+        for option in TUNING {
+            if let Some(value) = get(option.env) {
+                config.apply_option(option.url, option.env, value.as_ref())?;
             }
         }
         Ok(config)
@@ -335,10 +343,14 @@ impl Config {
         }
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let option = URL_OPTIONS.iter().find(|o| **o == key).ok_or_else(|| {
+            let option = TUNING.iter().find(|o| o.url == key).ok_or_else(|| {
                 ConfigError::new(origin.named("option"), ConfigErrorKind::UnknownOption, key)
             })?;
-            self.apply_option(option, origin.named(option), value)?;
+            let field = match origin {
+                Origin::Url => option.in_url,
+                Origin::Env => option.in_env_url,
+            };
+            self.apply_option(option.url, field, value)?;
         }
         Ok(set)
     }
@@ -396,17 +408,6 @@ impl Config {
     }
 }
 
-const ENV_OPTIONS: &[(&str, &str)] = &[
-    ("REDIS_CLIENT_NAME", "client_name"),
-    ("REDIS_PROTOCOL", "protocol"),
-    ("REDIS_CONNECT_TIMEOUT", "connect_timeout"),
-    ("REDIS_KEEPALIVE", "keepalive"),
-    ("REDIS_PING_INTERVAL", "ping_interval"),
-    ("REDIS_PING_TIMEOUT", "ping_timeout"),
-    ("REDIS_COMMAND_TIMEOUT", "command_timeout"),
-    ("REDIS_MAX_RECONNECT_ATTEMPTS", "max_reconnect_attempts"),
-];
-
 #[derive(Default)]
 struct UrlParts {
     username: bool,
@@ -439,22 +440,7 @@ impl Origin {
                 }
             };
         }
-        names!(
-            "username",
-            "password",
-            "host",
-            "port",
-            "database",
-            "option",
-            "protocol",
-            "client_name",
-            "connect_timeout",
-            "keepalive",
-            "ping_interval",
-            "ping_timeout",
-            "command_timeout",
-            "max_reconnect_attempts"
-        )
+        names!("username", "password", "host", "port", "database", "option")
     }
 }
 
