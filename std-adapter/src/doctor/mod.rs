@@ -35,7 +35,6 @@ pub use render::render;
 pub use report::{
     EXIT_CODES, PingStats, Report, ServerInfo, Status, Step, StepName, Target, Verdict,
 };
-pub use tls::{TLS_ENV_VARS, TlsSettings};
 
 /// Name resolution, injectable so tests can simulate NXDOMAIN without
 /// sending a query anywhere. Called on a blocking thread.

@@ -16,8 +16,9 @@ use tokio_rustls::client::TlsStream;
 
 use super::report::{PingStats, Report, ServerInfo, Status, Step, StepName, Target, Verdict};
 use super::session::{HandshakeResult, Reply, Session, classify_io, quote, reason_name};
-use super::tls::{self, TLS_ENV_VARS, TlsSettings};
+use super::tls;
 use super::{Options, Resolver};
+use crate::tls::{TLS_ENV_VARS, TlsOptions};
 
 /// A certificate expiring sooner than this is a warning.
 const EXPIRY_WARNING_DAYS: i64 = 14;
@@ -232,7 +233,7 @@ fn config_step(
     env: &dyn Fn(&str) -> Option<String>,
     options: &Options,
     started: Instant,
-) -> Option<(Config, TlsSettings, Option<Trust>)> {
+) -> Option<(Config, TlsOptions, Option<Trust>)> {
     let lookup = |name: &str| -> Option<String> {
         match (name, url) {
             ("REDIS_URL", Some(url)) => Some(url.to_owned()),
@@ -273,14 +274,19 @@ fn config_step(
             return None;
         }
     };
-    let tls_settings = match TlsSettings::from_lookup(&|n: &str| env(n)) {
+    let tls_settings = match TlsOptions::from_lookup(env) {
         Ok(s) => s,
         Err(e) => {
             d.fail(
                 StepName::Config,
                 started,
                 Vec::new(),
-                failure(StepName::Config, None, e.clone(), &e),
+                failure(
+                    StepName::Config,
+                    None,
+                    format!("the configuration is invalid: {e}"),
+                    e.fix,
+                ),
             );
             return None;
         }
@@ -338,7 +344,7 @@ fn config_step(
 
 fn target(
     config: &Config,
-    tls: &TlsSettings,
+    tls: &TlsOptions,
     source: String,
     env_used: Vec<String>,
     options: &Options,
@@ -552,7 +558,7 @@ async fn tcp_step(
 async fn tls_step(
     d: &mut Diagnosis,
     config: &Config,
-    settings: &TlsSettings,
+    settings: &TlsOptions,
     trust: Trust,
     tcp: TcpStream,
     addr: SocketAddr,
@@ -570,7 +576,7 @@ async fn tls_step(
                 StepName::Tls,
                 started,
                 Vec::new(),
-                failure(StepName::Tls, None, e.clone(), &e),
+                failure(StepName::Tls, None, e.to_string(), e.fix),
             );
             return None;
         }
@@ -807,7 +813,7 @@ fn not_spoken(addr: SocketAddr) -> Failure {
 async fn plaintext_tls_verdict(
     d: &mut Diagnosis,
     config: &Config,
-    settings: &TlsSettings,
+    settings: &TlsOptions,
     result: &HandshakeResult,
     addr: SocketAddr,
     limit: Duration,

@@ -4,11 +4,12 @@
 //! certificate, which issuer, which names, when it expires. A second, blind
 //! configuration answers only "does this port speak TLS at all?".
 //!
-//! The settings mirror `crate::tls::TlsOptions` (same variables, same
-//! meaning); [`trust_config`] is the one place to switch over to the
-//! client's own `client_config` once it is part of the crate.
+//! The settings are the client's own [`TlsOptions`], and [`trust_config`]
+//! first builds the client's configuration with [`client_config`], so a bad
+//! `REDIS_TLS_*` setting is reported with the client's exact words. The
+//! probe then uses the same roots behind a recording verifier, which the
+//! client's configuration cannot expose.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustls::client::WebPkiServerVerifier;
@@ -19,75 +20,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-/// The `REDIS_TLS_*` variables (the client reads the same ones).
-pub const TLS_ENV_VARS: &[&str] = &[
-    "REDIS_TLS_CA_FILE",
-    "REDIS_TLS_CERT_FILE",
-    "REDIS_TLS_KEY_FILE",
-    "REDIS_TLS_SERVER_NAME",
-    "REDIS_TLS_INSECURE",
-];
-
-/// How to do TLS when the config asks for it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub server_name: Option<String>,
-    pub insecure: bool,
-}
-
-impl TlsSettings {
-    /// Reads the `REDIS_TLS_*` variables through `lookup`. The error names
-    /// the variable and the fix.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<TlsSettings, String> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let insecure = match get("REDIS_TLS_INSECURE").as_deref() {
-            None => false,
-            Some(v)
-                if ["true", "1", "yes", "on"]
-                    .iter()
-                    .any(|t| v.eq_ignore_ascii_case(t)) =>
-            {
-                true
-            }
-            Some(v)
-                if ["false", "0", "no", "off"]
-                    .iter()
-                    .any(|t| v.eq_ignore_ascii_case(t)) =>
-            {
-                false
-            }
-            Some(v) => {
-                return Err(format!(
-                    "REDIS_TLS_INSECURE must be true or false, got \"{v}\""
-                ));
-            }
-        };
-        Ok(TlsSettings {
-            ca_file: get("REDIS_TLS_CA_FILE").map(PathBuf::from),
-            cert_file: get("REDIS_TLS_CERT_FILE").map(PathBuf::from),
-            key_file: get("REDIS_TLS_KEY_FILE").map(PathBuf::from),
-            server_name: get("REDIS_TLS_SERVER_NAME"),
-            insecure,
-        })
-    }
-
-    /// The name the certificate must carry: the override, else the host.
-    pub fn server_name_for(&self, host: &str) -> Result<ServerName<'static>, String> {
-        let name = self.server_name.as_deref().unwrap_or(host);
-        ServerName::try_from(name.to_owned()).map_err(|_| {
-            format!(
-                "\"{name}\" is not a valid DNS name or IP address for TLS: set REDIS_TLS_SERVER_NAME to the name on the server's certificate"
-            )
-        })
-    }
-}
+use crate::tls::{TlsOptions, client_config};
 
 /// What the recording verifier saw in one handshake.
 #[derive(Clone, Debug)]
@@ -114,9 +47,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// The client's trust, recording into `recorder`. Errors are configuration
 /// problems (unreadable CA file...), each naming its variable.
 pub(crate) fn trust_config(
-    settings: &TlsSettings,
+    settings: &TlsOptions,
     recorder: Recorder,
 ) -> Result<Arc<ClientConfig>, String> {
+    client_config(settings).map_err(|e| e.to_string())?;
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &settings.ca_file {
@@ -145,7 +79,7 @@ pub(crate) fn blind_config(recorder: Recorder) -> Result<Arc<ClientConfig>, Stri
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     build(
-        &TlsSettings::default(),
+        &TlsOptions::default(),
         Recording {
             roots: Arc::new(roots),
             insecure: true,
@@ -154,7 +88,7 @@ pub(crate) fn blind_config(recorder: Recorder) -> Result<Arc<ClientConfig>, Stri
     )
 }
 
-fn build(settings: &TlsSettings, recording: Recording) -> Result<Arc<ClientConfig>, String> {
+fn build(settings: &TlsOptions, recording: Recording) -> Result<Arc<ClientConfig>, String> {
     let verifier = recording.verifier()?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
