@@ -13,6 +13,8 @@
 //!   RST, close after N bytes, idle limits, byte injection) and
 //!   [`proxy::HostileServer`], which answers with scripted bytes.
 //! - [`raw::RawConn`]: a blocking RESP client independent of resilis.
+//! - [`harness`]: a resilis client with every time scaled down, a recorder
+//!   of its events, memory figures: what the fault scenarios share.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -35,6 +37,7 @@
 //! is a panic saying how to install it), and cleans up on drop; spawned
 //! servers also die with the test process (`PR_SET_PDEATHSIG`).
 
+pub mod harness;
 pub mod proxy;
 pub mod raw;
 pub mod server;
