@@ -2,10 +2,12 @@
 //!
 //! - `resilis doctor [URL]`: diagnoses a Redis connection step by step and
 //!   says what to change (exit code per failing step; `--json`).
-//! - `resilis watch [URL]`: a live view of the connection state machine.
+//! - `resilis watch [URL]`: a live view of the connection state machine
+//!   (`--for 30s` to stop by itself; Ctrl-C otherwise).
 //!
 //! The work is in `resilis::doctor`; this file only parses arguments.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -40,6 +42,23 @@ enum Command {
         /// PING round trips to measure.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
         pings: u16,
+    },
+    /// Connects like the library and shows its state machine live (Ctrl-C to quit).
+    Watch {
+        /// redis://... or rediss://... (stands in for REDIS_URL).
+        url: Option<String>,
+        /// Stop after this long (e.g. 30s), for scripts and logs.
+        #[arg(long = "for", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// How often the status is redrawn (printed, when not a terminal).
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        refresh: Duration,
+        /// Keepalive PING interval, to see the latency sooner (default: the configured one).
+        #[arg(long, value_parser = parse_duration)]
+        ping_interval: Option<Duration>,
+        /// Print lines even on a terminal (no in-place redraw).
+        #[arg(long)]
+        plain: bool,
     },
 }
 
@@ -90,6 +109,33 @@ fn main() -> ExitCode {
                 print!("{}", doctor::render(&report));
             }
             report.exit_code()
+        }
+        Command::Watch {
+            url,
+            duration,
+            refresh,
+            ping_interval,
+            plain,
+        } => {
+            let options = doctor::watch::WatchOptions {
+                duration,
+                refresh,
+                ping_interval,
+                interactive: !plain && std::io::stdout().is_terminal(),
+            };
+            let mut out = std::io::stdout();
+            match runtime.block_on(doctor::watch::watch(
+                url.as_deref(),
+                &doctor::process_env,
+                &options,
+                &mut out,
+            )) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("resilis watch: {e}");
+                    3
+                }
+            }
         }
     };
     // A DNS lookup that outlived its timeout runs on a blocking thread:

@@ -25,7 +25,7 @@ mod report;
 mod session;
 mod steps;
 mod tls;
-// pub mod watch;
+pub mod watch;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;

@@ -349,26 +349,10 @@ fn target(
     env_used: Vec<String>,
     options: &Options,
 ) -> Target {
-    let host = config.host.as_str();
-    let shown_host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
-    let userinfo = match (config.username.is_empty(), config.password.is_empty()) {
-        (true, true) => String::new(),
-        (false, true) => format!("{}@", config.username),
-        (_, false) => format!("{}:***@", config.username),
-    };
     Target {
-        url: format!(
-            "{}://{userinfo}{shown_host}:{}/{}",
-            if config.tls { "rediss" } else { "redis" },
-            config.port,
-            config.db
-        ),
+        url: redacted_url(config),
         source,
-        host: host.to_owned(),
+        host: config.host.as_str().to_owned(),
         port: config.port,
         tls: config.tls,
         username: config.username.as_str().to_owned(),
@@ -382,6 +366,28 @@ fn target(
         ping_interval_ms: config.ping_interval.as_millis() as u64,
         step_timeout_ms: options.timeout.as_millis() as u64,
     }
+}
+
+/// `redis://user:***@host:port/db`: the URL the config amounts to, never
+/// with the password.
+pub(crate) fn redacted_url(config: &Config) -> String {
+    let host = config.host.as_str();
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let userinfo = match (config.username.is_empty(), config.password.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => format!("{}@", config.username),
+        (_, false) => format!("{}:***@", config.username),
+    };
+    format!(
+        "{}://{userinfo}{host}:{}/{}",
+        if config.tls { "rediss" } else { "redis" },
+        config.port,
+        config.db
+    )
 }
 
 async fn dns_step(
