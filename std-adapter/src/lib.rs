@@ -48,4 +48,4 @@ pub use resilis_core::{Config, DisconnectReason, Event, PhaseKind};
 
 /// `resilis doctor` and `resilis watch`: step-by-step diagnosis of a Redis
 /// connection and a live view of the core state machine (issue 6).
-#[cfg(any())] pub mod doctor;
+pub mod doctor;
