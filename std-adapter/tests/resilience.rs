@@ -1,0 +1,258 @@
+//! Restarts mid-workload, fallback engaged and released, the offline modes,
+//! and the event stream: the promises the seed makes about outages.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use resilis::{Client, Error, Event, OfflineMode, SetOptions, Source};
+use resilis_tests::RedisServer;
+
+use common::{eventually, fast, ready};
+
+async fn kill(server: &Arc<RedisServer>) {
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.kill()).await.unwrap();
+}
+
+async fn restart(server: &Arc<RedisServer>) {
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.restart())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_workload_every_call_resolves_and_the_client_recovers() {
+    let server = Arc::new(RedisServer::start());
+    let options = fast(&server.url()).offline(OfflineMode::QueueThenFail);
+    let client = Client::with_options(options).unwrap();
+    ready(&client).await;
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (client, ok, failed) = (client.clone(), ok.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..300u32 {
+                let key = format!("w{t}:{i}");
+                // Every call resolves within its deadline (2 s), one way or another.
+                let result = tokio::time::timeout(Duration::from_secs(5), async {
+                    client.set(&key, "x").await?;
+                    client.incr(format!("n{t}")).await
+                })
+                .await
+                .expect("a call hung past its deadline");
+                match result {
+                    Ok(_) => ok.fetch_add(1, Relaxed),
+                    Err(
+                        Error::Timeout
+                        | Error::Indeterminate { .. }
+                        | Error::ConnectionDown { .. }
+                        | Error::Server(_),
+                    ) => failed.fetch_add(1, Relaxed),
+                    Err(e) => panic!("unexpected error kind: {e:?}"),
+                };
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    restart(&server).await;
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Recovered: fresh commands succeed on the restarted server.
+    ready(&client).await;
+    client.set("after", "restart").await.unwrap();
+    assert_eq!(server.command(&["GET", "after"]), "restart");
+    let health = client.health();
+    assert!(health.counters.reconnects >= 1, "{health:?}");
+    assert!(
+        ok.load(Relaxed) > 1000,
+        "ok {} failed {}",
+        ok.load(Relaxed),
+        failed.load(Relaxed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_engaged_then_released_with_outage_writes_replayed() {
+    let server = Arc::new(RedisServer::start());
+    let client = Client::with_options(fast(&server.url())).unwrap();
+    ready(&client).await;
+    let mut events = client.events();
+
+    client.set("user:1", "alice").await.unwrap();
+    client.set("doomed", "x").await.unwrap();
+    let _: Option<String> = client.get("user:1").await.unwrap();
+
+    kill(&server).await;
+    assert!(
+        eventually(Duration::from_secs(3), || client.fallback_active()).await,
+        "fallback never engaged: {:?}",
+        client.health()
+    );
+    // Reads come from the cache, and say so.
+    let got = client.get_with_source::<String>("user:1").await.unwrap();
+    assert_eq!(got.value.as_deref(), Some("alice"));
+    assert_eq!(got.source, Source::Fallback);
+    assert_eq!(
+        client.get::<String>("user:1").await.unwrap().as_deref(),
+        Some("alice")
+    );
+    assert!(client.exists("user:1").await.unwrap());
+    assert_eq!(client.get::<String>("never-cached").await.unwrap(), None);
+
+    // Writes during the outage: kept locally, counted, replayed later.
+    let set = client
+        .set_with_source("user:2", "bob", SetOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(set.source, Source::Fallback);
+    assert_eq!(
+        client.get::<String>("user:2").await.unwrap().as_deref(),
+        Some("bob")
+    );
+    assert_eq!(client.del("doomed").await.unwrap(), 1);
+    assert!(
+        client
+            .expire("user:1", Duration::from_secs(600))
+            .await
+            .unwrap()
+    );
+    // A conditional SET and a non-cacheable command fail fast instead.
+    let nx = client.set_with("lock", "me", SetOptions::new().nx()).await;
+    assert!(matches!(nx, Err(Error::ConnectionDown { .. })), "{nx:?}");
+    let started = std::time::Instant::now();
+    let incr = client.incr("counter").await;
+    assert!(
+        matches!(incr, Err(Error::ConnectionDown { .. })),
+        "{incr:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500), "fails fast");
+
+    let health = client.health();
+    assert!(health.fallback_active);
+    assert_eq!(health.counters.outage_writes, 3, "{health:?}");
+    assert_eq!(health.counters.outage_writes_pending, 3);
+    assert!(health.counters.fallback_hits >= 3);
+    assert!(health.counters.fallback_misses >= 1);
+    assert!(!health.healthy, "not ready while down: {health:?}");
+
+    restart(&server).await;
+    assert!(
+        eventually(Duration::from_secs(5), || !client.fallback_active()).await,
+        "fallback never released: {:?}",
+        client.health()
+    );
+    ready(&client).await;
+    // The restarted server has no data (no persistence): only the replay
+    // can have put these there.
+    assert!(
+        eventually(Duration::from_secs(2), || client
+            .health()
+            .counters
+            .outage_writes_replayed
+            == 3)
+        .await,
+        "{:?}",
+        client.health()
+    );
+    assert_eq!(server.command(&["GET", "user:2"]), "bob");
+    assert_eq!(server.command(&["EXISTS", "doomed"]), "0");
+    let ttl: i64 = server.command(&["TTL", "user:1"]).parse().unwrap_or(-99);
+    // user:1 was only in the cache, so its EXPIRE replay finds no key in the
+    // empty restarted server: TTL -2. The write was still delivered.
+    assert_eq!(ttl, -2);
+    assert_eq!(client.health().counters.outage_writes_lost, 0);
+    let fresh = client.get_with_source::<String>("user:2").await.unwrap();
+    assert_eq!(fresh.source, Source::Redis);
+
+    // The event stream told the story.
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    assert!(
+        seen.iter().any(|e| matches!(e, Event::Disconnected { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::FallbackEngaged { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(e, Event::FallbackReleased)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(e, Event::Ready { .. })),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn fail_fast_mode_answers_at_once_while_down() {
+    let server = Arc::new(RedisServer::start());
+    let options = fast(&server.url()).offline(OfflineMode::FailFast);
+    let client = Client::with_options(options).unwrap();
+    ready(&client).await;
+    client.set("k", "v").await.unwrap();
+    kill(&server).await;
+    assert!(
+        eventually(Duration::from_secs(3), || !client.health().healthy).await,
+        "{:?}",
+        client.health()
+    );
+    let started = std::time::Instant::now();
+    let err = client.get::<String>("k").await.unwrap_err();
+    assert!(matches!(err, Error::ConnectionDown { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(err.fix().is_some());
+    restart(&server).await;
+    ready(&client).await;
+    client.set("k", "again").await.unwrap();
+}
+
+#[tokio::test]
+async fn queued_commands_time_out_as_not_applied_when_redis_stays_down() {
+    let server = Arc::new(RedisServer::start());
+    let options = fast(&server.url())
+        .offline(OfflineMode::QueueThenFail)
+        .command_timeout(Duration::from_millis(300));
+    let client = Client::with_options(options).unwrap();
+    ready(&client).await;
+    kill(&server).await;
+    assert!(eventually(Duration::from_secs(3), || !client.health().healthy).await);
+    let started = std::time::Instant::now();
+    let err = client.get::<String>("k").await.unwrap_err();
+    assert_eq!(err, Error::Timeout);
+    assert!(err.is_not_applied());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_resolves_callers_and_refuses_new_commands() {
+    let server = RedisServer::start();
+    let client = Client::with_options(fast(&server.url())).unwrap();
+    ready(&client).await;
+    let other = client.clone();
+    client.shutdown().await;
+    assert!(
+        eventually(Duration::from_secs(2), || client.health().state
+            == "shutdown")
+        .await,
+        "{:?}",
+        client.health()
+    );
+    let err = other.cmd("PING").query().await.unwrap_err();
+    assert_eq!(err, Error::Shutdown);
+}
