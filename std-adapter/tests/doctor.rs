@@ -214,6 +214,39 @@ async fn freezing_proxy_is_a_handshake_timeout_with_a_proxy_hint() {
     assert!(fix(&report).contains("proxy"), "{}", fix(&report));
 }
 
+#[tokio::test]
+async fn blackholed_connect_is_a_timeout_with_the_firewall_fix() {
+    // A listener whose accept queue is full drops further SYNs, like a
+    // firewall that drops packets: the connect hangs until it times out.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    let mut full = false;
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => queued.push(stream),
+            Err(_) => {
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "the accept queue never filled");
+    let options = Options {
+        timeout: Duration::from_millis(300),
+        ..no_dns()
+    };
+    let report = diagnose_with(&format!("redis://{addr}"), &[], &options).await;
+    assert_fails(&report, StepName::Tcp, "ConnectTimeout");
+    assert!(report.verdict.problem.contains("no answer within 300ms"));
+    assert!(fix(&report).contains("firewall"), "{}", fix(&report));
+    drop(queued);
+}
+
 // ---- TLS, both ways -----------------------------------------------------------
 
 #[tokio::test]
@@ -440,4 +473,38 @@ async fn unreadable_ca_file_is_a_config_failure_naming_the_variable() {
     assert_eq!(report.verdict.failed_step, Some(StepName::Config));
     assert_eq!(report.exit_code(), 3);
     assert!(report.verdict.problem.contains("REDIS_TLS_CA_FILE"));
+}
+
+#[tokio::test]
+async fn mutual_tls_without_a_client_certificate_says_which_variables() {
+    let pki = TestPki::generate();
+    let server = RedisServer::builder()
+        .tls_only(&pki)
+        .tls_client_auth()
+        .start();
+    let ca = pki.ca.cert_path.to_str().unwrap();
+    let report = diagnose(&server.tls_url(), &[("REDIS_TLS_CA_FILE", ca)]).await;
+    assert_fails(&report, StepName::Tls, "Transport(TlsOther)");
+    assert!(
+        report.verdict.problem.contains("CertificateRequired"),
+        "{}",
+        report.verdict.problem
+    );
+    assert!(
+        fix(&report).contains("REDIS_TLS_CERT_FILE") && fix(&report).contains("REDIS_TLS_KEY_FILE"),
+        "{}",
+        fix(&report)
+    );
+    let cert = pki.client.cert_path.to_str().unwrap();
+    let key = pki.client.key_path.to_str().unwrap();
+    let report = diagnose(
+        &server.tls_url(),
+        &[
+            ("REDIS_TLS_CA_FILE", ca),
+            ("REDIS_TLS_CERT_FILE", cert),
+            ("REDIS_TLS_KEY_FILE", key),
+        ],
+    )
+    .await;
+    assert_healthy(&report);
 }

@@ -107,6 +107,9 @@ pub(crate) struct HandshakeResult {
     pub server_error: Option<String>,
     /// Whether any byte came back.
     pub received_any: bool,
+    /// A TLS alert that ended the session after the TLS handshake (e.g. a
+    /// server that requires a client certificate says so only then).
+    pub tls_alert: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -141,6 +144,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let now = || resilis_core::Instant::from_micros(origin.elapsed().as_micros() as u64);
         let mut server_error = None;
         let mut received_any = false;
+        let mut tls_alert = None;
         let mut chunk = vec![0u8; 16 * 1024];
         conn.handle_start(now());
         for _ in 0..MAX_HANDSHAKE_TURNS {
@@ -166,6 +170,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             }),
                             server_error,
                             received_any,
+                            tls_alert,
                         };
                     }
                     Output::Event(Event::Disconnected { reason }) => {
@@ -173,6 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             outcome: Err(reason),
                             server_error,
                             received_any,
+                            tls_alert,
                         };
                     }
                     Output::Wait(deadline) => break deadline,
@@ -184,6 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Some(bytes) = write
                     && let Err(e) = self.stream.write_all(&bytes).await
                 {
+                    tls_alert = alert_of(&e).or(tls_alert);
                     conn.handle_transport_failed(now(), classify_io(&e));
                 }
             };
@@ -193,7 +200,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match timeout(remaining, self.stream.read(&mut chunk)).await {
                 Err(_) => conn.handle_timeout(now()),
                 Ok(Ok(0)) => conn.handle_transport_failed(now(), TransportError::Closed),
-                Ok(Err(e)) => conn.handle_transport_failed(now(), classify_io(&e)),
+                Ok(Err(e)) => {
+                    tls_alert = alert_of(&e).or(tls_alert);
+                    conn.handle_transport_failed(now(), classify_io(&e));
+                }
                 Ok(Ok(n)) => {
                     received_any = true;
                     self.buf.extend_from_slice(&chunk[..n]);
@@ -223,6 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             outcome: Err(DisconnectReason::HandshakeTimeout { received_any }),
             server_error,
             received_any,
+            tls_alert,
         }
     }
 
@@ -268,6 +279,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Err(e)) => return Err(RequestError::Io(e.to_string())),
             }
         }
+    }
+}
+
+/// The TLS alert the peer sent, when that is what ended the session.
+fn alert_of(error: &std::io::Error) -> Option<String> {
+    match super::tls::rustls_error(error) {
+        Some(rustls::Error::AlertReceived(alert)) => Some(format!("{alert:?}")),
+        _ => None,
     }
 }
 

@@ -198,7 +198,18 @@ async fn walk(
             return;
         };
         let session = Session::new(stream);
-        after_transport(d, session, &config, addr, limit, options.pings, None).await;
+        let client_cert = tls_settings.cert_file.is_some();
+        after_transport(
+            d,
+            session,
+            &config,
+            addr,
+            limit,
+            options.pings,
+            client_cert,
+            None,
+        )
+        .await;
     } else {
         let started = Instant::now();
         let mut session = Session::new(tcp);
@@ -213,6 +224,7 @@ async fn walk(
             addr,
             limit,
             options.pings,
+            false,
             Some((result, started)),
         )
         .await;
@@ -310,6 +322,14 @@ fn config_step(
         target.db,
         target.protocol
     )];
+    details.push(format!(
+        "client timeouts: connect {}, handshake {}, PING every {} (dead after {} more); the doctor allows {} per step",
+        show_duration(config.connect_timeout),
+        show_duration(config.handshake_timeout),
+        show_duration(config.ping_interval),
+        show_duration(config.ping_timeout),
+        show_duration(options.timeout)
+    ));
     if !target.env_used.is_empty() {
         details.push(format!("variables set: {}", target.env_used.join(", ")));
     }
@@ -971,6 +991,7 @@ async fn speaks_plain_resp(addr: SocketAddr, limit: Duration) -> Option<String> 
 }
 
 /// The Redis handshake (done already on plaintext), PING and INFO.
+#[allow(clippy::too_many_arguments)]
 async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
     d: &mut Diagnosis,
     mut session: Session<S>,
@@ -978,6 +999,7 @@ async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
     addr: SocketAddr,
     limit: Duration,
     pings: usize,
+    client_cert: bool,
     done: Option<(HandshakeResult, Instant)>,
 ) {
     let (result, started) = match done {
@@ -994,6 +1016,33 @@ async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let ready = match result.outcome {
         Ok(ready) => ready,
+        Err(reason) if result.tls_alert.is_some() => {
+            // The TLS handshake looked fine, then the server ended the
+            // session with an alert: a TLS problem (typically mutual TLS),
+            // not a Redis one.
+            let alert = result.tls_alert.unwrap_or_default();
+            let fix = if client_cert {
+                "the server rejected the client certificate: check that REDIS_TLS_CERT_FILE is signed by the CA the server trusts (tls-ca-cert-file) and has not expired"
+            } else {
+                "the server requires a client certificate (mutual TLS): set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE to the certificate and key your provider issued"
+            };
+            let problem = format!(
+                "the server ended the TLS session with the alert {alert} right after the handshake{}",
+                if client_cert {
+                    ""
+                } else {
+                    ": it wants a client certificate"
+                }
+            );
+            if let Some(tls) = d.steps.iter_mut().find(|s| s.name == StepName::Tls) {
+                tls.status = Status::Failed;
+                tls.details
+                    .push(format!("then the server sent the TLS alert {alert}"));
+                tls.summary = problem.clone();
+            }
+            d.failure = Some(failure(StepName::Tls, Some(reason), problem, fix));
+            return;
+        }
         Err(reason) => {
             let mut details = Vec::new();
             if let Some(text) = &result.server_error {
@@ -1226,10 +1275,16 @@ async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(v) => info.idle_timeout_s = v.parse().ok(),
         Err(e) => config_note = Some(e),
     }
-    if config_note.is_none()
-        && let Ok(save) = config_get(session, "save", limit).await
-    {
-        info.rdb_enabled = Some(!save.trim().is_empty());
+    if config_note.is_none() {
+        if let Ok(save) = config_get(session, "save", limit).await {
+            info.rdb_enabled = Some(!save.trim().is_empty());
+        }
+        // INFO shows maxclients since Redis 7.0 only.
+        if info.maxclients.is_none()
+            && let Ok(max) = config_get(session, "maxclients", limit).await
+        {
+            info.maxclients = max.parse().ok();
+        }
     }
 
     details.push(format!(
