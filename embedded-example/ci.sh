@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# CI entry point for embedded-example (run as root by .ci/run):
+#   1. the Nucleo-F767ZI firmware builds for thumbv7em-none-eabihf in release
+#   2. resilis-core's transcript and RESP codec tests pass on a Cortex-M4
+#      under qemu-system-arm (mps2-an386, semihosting)
+#   3. host unit tests of the driver and the gateway application
+#   4. the footprint table (flash/RAM of core + codec, and of the firmware)
+#   5. the Embassy host binary against a real redis-server over TAP, in a
+#      network namespace (plain, verified TLS 1.3, restart with backoff and
+#      fallback reads)
+# Every step prints PASS or FAIL; the last line counts them; the exit status
+# is non-zero when any step failed. Needs: the thumbv7em-none-eabihf target,
+# qemu-system-arm, binutils-arm-none-eabi, redis-server, iproute2, openssl.
+set -uo pipefail
+cd "$(dirname "$0")"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export CARGO_TERM_COLOR=never
+TARGET=thumbv7em-none-eabihf
+
+passed=0
+failed=0
+step() { # step NAME COMMAND...
+    local name="$1"; shift
+    local started=$SECONDS
+    echo "::: $name"
+    if "$@"; then
+        echo "PASS embedded-example: $name ($((SECONDS - started)) s)"
+        passed=$((passed + 1))
+    else
+        echo "FAIL embedded-example: $name ($((SECONDS - started)) s)"
+        failed=$((failed + 1))
+    fi
+}
+
+prerequisites() {
+    local ok=0
+    for tool in cargo qemu-system-arm arm-none-eabi-size arm-none-eabi-nm redis-server redis-cli ip openssl; do
+        command -v "$tool" >/dev/null || { echo "missing: $tool"; ok=1; }
+    done
+    if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$TARGET"; then
+        echo "missing: rustup target add $TARGET"
+        ok=1
+    fi
+    return $ok
+}
+
+step "prerequisites" prerequisites
+step "firmware builds (release, $TARGET)" \
+    cargo build -p resilis-gateway-f767 --target "$TARGET" --release
+step "core tests on Cortex-M4 under QEMU" \
+    cargo test -p resilis-qemu --target "$TARGET"
+step "driver and application tests (host)" \
+    cargo test -p resilis-embassy -p resilis-gateway
+step "footprint table" ./footprint.sh
+step "Embassy over TAP against redis-server" ./tap-test.sh
+
+echo "embedded-example: $passed passed, $failed failed"
+((failed == 0))
