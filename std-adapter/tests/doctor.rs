@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use resilis::doctor::{self, Options, Report, Status, StepName};
-use resilis_tests::{FaultProxy, RedisServer, TestPki};
+use resilis_tests::{Behavior, FaultProxy, HostileServer, RedisServer, TestPki};
 
 /// Short enough to keep the suite fast, long enough for a busy machine.
 const STEP_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -507,4 +507,41 @@ async fn mutual_tls_without_a_client_certificate_says_which_variables() {
     )
     .await;
     assert_healthy(&report);
+}
+
+// ---- not Redis at all ----------------------------------------------------------
+
+#[tokio::test]
+async fn a_tls_alert_on_plaintext_is_tls_required() {
+    // What some TLS terminators do with plaintext: a TLS alert, then close.
+    let server = HostileServer::start(Behavior::tls_alert());
+    let report = diagnose(&server.url(), &[]).await;
+    assert_fails(&report, StepName::Tls, "TlsRequired(TlsRecord)");
+    assert!(
+        report.verdict.problem.contains("with a TLS record"),
+        "{}",
+        report.verdict.problem
+    );
+    assert_eq!(fix(&report), "use rediss:// or set REDIS_TLS=true");
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_redis_is_a_protocol_error() {
+    let server = HostileServer::start(Behavior::garbage());
+    let report = diagnose(&server.url(), &[]).await;
+    assert_eq!(report.verdict.failed_step, Some(StepName::Handshake));
+    assert!(
+        report
+            .verdict
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("Protocol(")),
+        "{}",
+        doctor::render(&report)
+    );
+    assert!(
+        fix(&report).contains("not a Redis server"),
+        "{}",
+        fix(&report)
+    );
 }

@@ -356,6 +356,18 @@ fn config_step(
                     .to_owned(),
             );
         }
+        let loopback = config.host.as_str() == "localhost"
+            || config
+                .host
+                .as_str()
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !config.password.is_empty() && !loopback {
+            d.warnings.push(
+                "the password travels in clear text (redis://, no TLS): use rediss:// or REDIS_TLS=true if the server offers TLS"
+                    .to_owned(),
+            );
+        }
         None
     };
     d.ok(StepName::Config, started, summary, details);

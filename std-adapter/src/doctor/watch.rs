@@ -200,10 +200,10 @@ impl View {
     fn screen(&self, h: &Health) -> String {
         let mut s = String::from("\x1b[H\x1b[2J");
         let line = |s: &mut String, k: &str, v: String| {
-            s.push_str(&format!("  {k:<12} {v}\r\n"));
+            s.push_str(&format!("  {k:<12} {v}\n"));
         };
         s.push_str(&format!(
-            "resilis watch: {}   (Ctrl-C to quit, {} elapsed)\r\n\r\n",
+            "resilis watch: {}   (Ctrl-C to quit, {} elapsed)\n\n",
             self.target,
             stamp(self.started.elapsed())
         ));
@@ -262,9 +262,9 @@ impl View {
                 c.outage_writes
             ),
         );
-        s.push_str("\r\n  events:\r\n");
+        s.push_str("\n  events:\n");
         for e in &self.log {
-            s.push_str(&format!("  {e}\r\n"));
+            s.push_str(&format!("  {e}\n"));
         }
         s
     }
