@@ -1,0 +1,284 @@
+//! The runner over an in-memory transport and a tiny scripted Redis: the
+//! driver carries the core's decisions (handshake, pings, ping timeout,
+//! backoff, the offline queue's deadlines) end to end on the host's clock,
+//! with no network. Timers are scaled down to tens of milliseconds.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::vec::Vec;
+
+use embassy_futures::block_on;
+use embassy_futures::select::{Either, Either3, select, select3};
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::pipe::Pipe;
+use embassy_sync::signal::Signal;
+use embassy_time::{Duration, Instant, Timer};
+use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
+use resilis_core::resp::encode;
+use resilis_core::resp::{Decoded, Frame, Limits, decode};
+use resilis_core::{Config, DisconnectReason, Outcome, PhaseKind, TransportError};
+use resilis_embassy::{CallOptions, Connector, Error, Progress, Shared, Target, Transport};
+
+const HELLO3_REPLY: &[u8] =
+    b"%3\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n";
+
+type Wire = Pipe<NoopRawMutex, 1024>;
+
+/// Both directions of the one connection, plus the server's behaviour.
+struct Net {
+    to_server: Wire,
+    to_client: Wire,
+    /// The server hangs up (the client reads EOF).
+    hangup: Signal<NoopRawMutex, ()>,
+    /// Connection attempts still to refuse.
+    refuse: Cell<u32>,
+    /// When each connection attempt was made.
+    attempts: RefCell<Vec<Instant>>,
+    answer_pings: Cell<bool>,
+    store: RefCell<HashMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            to_server: Pipe::new(),
+            to_client: Pipe::new(),
+            hangup: Signal::new(),
+            refuse: Cell::new(0),
+            attempts: RefCell::new(Vec::new()),
+            answer_pings: Cell::new(true),
+            store: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// A Redis that knows HELLO, PING, SET and GET.
+    async fn serve(&self) -> ! {
+        let mut buf = [0u8; 1024];
+        let mut len = 0;
+        loop {
+            len += self.to_server.read(&mut buf[len..]).await;
+            while let Ok(Decoded::Frame {
+                frame: Frame::Array(args),
+                consumed,
+                ..
+            }) = decode(&buf[..len], &Limits::REDIS)
+            {
+                let args: Vec<&[u8]> = args
+                    .iter()
+                    .map(|a| match a {
+                        Frame::BulkString(b) => b,
+                        _ => &b""[..],
+                    })
+                    .collect();
+                let reply: Vec<u8> = match args.as_slice() {
+                    [b"HELLO", ..] => HELLO3_REPLY.to_vec(),
+                    [b"PING"] if self.answer_pings.get() => b"+PONG\r\n".to_vec(),
+                    [b"PING"] => Vec::new(),
+                    [b"SET", key, value] => {
+                        self.store.borrow_mut().insert(key.to_vec(), value.to_vec());
+                        b"+OK\r\n".to_vec()
+                    }
+                    [b"GET", key] => match self.store.borrow().get(*key) {
+                        Some(v) => {
+                            let mut r = format!("${}\r\n", v.len()).into_bytes();
+                            r.extend_from_slice(v);
+                            r.extend_from_slice(b"\r\n");
+                            r
+                        }
+                        None => b"_\r\n".to_vec(),
+                    },
+                    _ => b"-ERR unknown command\r\n".to_vec(),
+                };
+                self.to_client.write_all(&reply).await;
+                buf.copy_within(consumed..len, 0);
+                len -= consumed;
+            }
+        }
+    }
+}
+
+struct MockConnector<'n> {
+    net: &'n Net,
+}
+
+impl Connector for MockConnector<'_> {
+    type Transport<'a>
+        = MockTransport<'a>
+    where
+        Self: 'a;
+
+    async fn connect<'a>(
+        &'a mut self,
+        target: Target<'_>,
+        progress: &Progress,
+    ) -> Result<MockTransport<'a>, TransportError> {
+        assert_eq!(
+            (target.host, target.port, target.tls),
+            ("mock", 6379, false)
+        );
+        self.net.attempts.borrow_mut().push(Instant::now());
+        if self.net.refuse.get() > 0 {
+            self.net.refuse.set(self.net.refuse.get() - 1);
+            return Err(TransportError::Refused);
+        }
+        // A new connection starts with empty wires.
+        self.net.to_server.clear();
+        self.net.to_client.clear();
+        self.net.hangup.reset();
+        progress.tcp_connected();
+        Ok(MockTransport { net: self.net })
+    }
+}
+
+struct MockTransport<'a> {
+    net: &'a Net,
+}
+
+impl ErrorType for MockTransport<'_> {
+    type Error = ErrorKind;
+}
+
+impl Read for MockTransport<'_> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+        match select(self.net.to_client.read(buf), self.net.hangup.wait()).await {
+            Either::First(n) => Ok(n),
+            Either::Second(()) => Ok(0),
+        }
+    }
+}
+
+impl Write for MockTransport<'_> {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+        Ok(self.net.to_server.write(buf).await)
+    }
+
+    async fn flush(&mut self) -> Result<(), ErrorKind> {
+        Ok(())
+    }
+}
+
+impl Transport for MockTransport<'_> {}
+
+fn fast_config() -> Config {
+    let mut config = Config::from_url("redis://mock:6379").expect("valid URL");
+    config.ping_interval = core::time::Duration::from_millis(60);
+    config.ping_timeout = core::time::Duration::from_millis(60);
+    config.backoff.initial = core::time::Duration::from_millis(20);
+    config.connect_timeout = core::time::Duration::from_millis(500);
+    config
+}
+
+/// Runs `$body` with `$client` against a runner over `$net` and its
+/// scripted server, until the body returns (at most 10 s).
+macro_rules! scenario {
+    ($net:ident, $client:ident, $body:block) => {{
+        let shared: Shared<NoopRawMutex, 128, 128> = Shared::new();
+        let mut rx = [0u8; 256];
+        let connector = MockConnector { net: &$net };
+        #[allow(unused_mut)]
+        let (mut runner, mut $client) =
+            resilis_embassy::new::<_, _, 8, 128, 128>(fast_config(), connector, &shared, &mut rx);
+        block_on(async {
+            let test = async $body;
+            let deadline = Timer::after(Duration::from_secs(10));
+            match select3(select(runner.run(), $net.serve()), test, deadline).await {
+                Either3::First(_) => unreachable!("the runner and the server never return"),
+                Either3::Second(()) => {}
+                Either3::Third(()) => panic!("test did not finish in 10 s"),
+            }
+        });
+    }};
+}
+
+const OPTS: CallOptions = CallOptions::idempotent(Duration::from_millis(300));
+
+#[test]
+fn ready_then_ping_set_get() {
+    let net = Net::new();
+    scenario!(net, client, {
+        assert!(client.wait_ready(Duration::from_secs(2)).await);
+        let pong = client
+            .call(encode::ping, OPTS)
+            .await
+            .expect("PING answered");
+        assert_eq!(pong.frame(), Frame::SimpleString(b"PONG"));
+        let ok = client
+            .call(|b| encode::set(b, b"k", b"v1", &Default::default()), OPTS)
+            .await
+            .expect("SET answered");
+        assert_eq!(ok.frame(), Frame::SimpleString(b"OK"));
+        let got = client
+            .call(|b| encode::get(b, b"k"), OPTS)
+            .await
+            .expect("GET answered");
+        assert_eq!(got.frame(), Frame::BulkString(b"v1"));
+        let status = client.status();
+        assert!(!status.fallback_active);
+        assert_eq!(status.ready_count, 1);
+    })
+}
+
+#[test]
+fn silent_server_times_out_and_backoff_reconnects() {
+    let net = Net::new();
+    scenario!(net, client, {
+        assert!(client.wait_ready(Duration::from_secs(2)).await);
+        // The link goes silent (a dropped NAT entry): the core's ping goes
+        // unanswered; the next two connects are refused.
+        net.answer_pings.set(false);
+        net.refuse.set(2);
+        let down = client
+            .wait_for(Duration::from_secs(2), |s| s.fallback_active)
+            .await
+            .expect("the core notices the silent link");
+        assert_eq!(down.last_reason, Some(DisconnectReason::PingTimeout));
+        net.answer_pings.set(true);
+        let back = client
+            .wait_for(Duration::from_secs(3), |s| {
+                s.phase == PhaseKind::Ready && s.ready_count == 2
+            })
+            .await
+            .expect("reconnected");
+        assert!(!back.fallback_active);
+        // Attempts: the first connect, two refused, the one that worked;
+        // the core's schedule spaced them 20 ms, then 40 ms, then 80 ms.
+        let attempts = net.attempts.borrow();
+        assert_eq!(attempts.len(), 4, "{attempts:?}");
+        let gap = |i: usize| (attempts[i + 1] - attempts[i]).as_millis();
+        // Lower bounds only: timers never fire early, but a loaded machine
+        // may fire them late.
+        assert!(gap(0) >= 20, "first retry after {} ms", gap(0));
+        assert!(gap(1) >= 40, "second retry after {} ms", gap(1));
+        assert!(gap(2) >= 80, "third retry after {} ms", gap(2));
+    })
+}
+
+#[test]
+fn server_hangup_engages_fallback_and_queued_command_times_out() {
+    let net = Net::new();
+    scenario!(net, client, {
+        assert!(client.wait_ready(Duration::from_secs(2)).await);
+        net.refuse.set(1_000);
+        net.hangup.signal(());
+        let down = client
+            .wait_for(Duration::from_secs(2), |s| s.fallback_active)
+            .await
+            .expect("EOF noticed");
+        assert_eq!(
+            down.last_reason.map(|r| matches!(
+                r,
+                DisconnectReason::Transport(TransportError::Closed | TransportError::Refused)
+            )),
+            Some(true),
+            "{down:?}"
+        );
+        // Held in the core's offline queue until its deadline, never sent.
+        let result = client
+            .call(
+                |b| encode::get(b, b"k"),
+                CallOptions::idempotent(Duration::from_millis(100)),
+            )
+            .await;
+        assert_eq!(result, Err(Error::Outcome(Outcome::TimedOut)));
+    })
+}
