@@ -139,7 +139,11 @@ impl DisconnectReason {
             ConnectTimeout => {
                 "no TCP connection: check that a firewall or security group allows this machine (IP allowlist) and the port is right"
             }
-            TlsTimeout => "the TLS handshake stalled: check the port is the server's TLS port",
+            // A plaintext Redis reads a ClientHello as the start of an inline
+            // command and waits for its newline: silence, not an error.
+            TlsTimeout => {
+                "no TLS answer: a plaintext Redis stays silent on a TLS hello, so if this server does not use TLS use redis:// and unset REDIS_TLS; otherwise check the port is the server's TLS port"
+            }
             HandshakeTimeout {
                 received_any: false,
             } => {

@@ -424,6 +424,14 @@ fn tls_to_plaintext_server_is_diagnosed() {
     t.conn.handle_transport_opened(t.now);
     t.advance();
     assert_eq!(t.conn.last_reason(), Some(DisconnectReason::TlsTimeout));
+    // Real Redis on a plaintext port answers a ClientHello with silence
+    // (it waits for the inline command's newline), so the stall is the
+    // usual way this mistake shows: its fix must name the way out.
+    let text = std::format!("{}", DisconnectReason::TlsTimeout);
+    assert!(
+        text.contains("TLS") && text.contains("redis://") && text.contains("REDIS_TLS"),
+        "{text}"
+    );
 }
 
 #[test]
