@@ -143,6 +143,9 @@ fn classify_handshake(error: TlsError) -> TransportError {
 }
 
 /// A connection opened by [`TlsConnector`]: plain or TLS.
+// No allocator to box the TLS state into, and only one transport is alive at
+// a time: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum NetTransport<'a> {
     Plain(TcpSocket<'a>),
     Tls(TlsConnection<'a, TcpSocket<'a>, Aes128GcmSha256>),

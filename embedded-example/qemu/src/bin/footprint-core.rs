@@ -53,7 +53,7 @@ fn main() -> ! {
             5 => conn.handle_transport_failed(now, TransportError::Reset),
             _ => {}
         }
-        if step % 3 == 0 {
+        if step.is_multiple_of(3) {
             let len = encode::set(
                 &mut commands[0],
                 b"gw:heartbeat",
