@@ -174,21 +174,17 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
             ) {
                 return None;
             }
-            // Re-checked at least every 50 ms: `progress` has no waker, and
-            // the TLS deadline starts when TCP is up.
-            let check = resilis_core::Instant::from_micros(
-                embassy_time::Instant::now().as_micros() + 50_000,
-            );
-            let wake = drained.wait.map_or(check, |at| at.min(check));
-            let result = select(&mut connect, Timer::at(time::from_core(wake))).await;
+            let result = select3(&mut connect, progress.wait(), sleep_until(drained.wait)).await;
             let now = time::now();
-            if progress.take() && !tcp_reported {
+            let tcp_up = matches!(result, Either3::Second(())) || progress.take();
+            if tcp_up && !tcp_reported {
                 tcp_reported = true;
                 self.conn.handle_transport_opened(now);
             }
             match result {
-                Either::First(Ok(transport)) => {
+                Either3::First(Ok(transport)) => {
                     if !tcp_reported {
+                        // A connector that never reported TCP on its own.
                         self.conn.handle_transport_opened(now);
                     }
                     if tls {
@@ -196,8 +192,9 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
                     }
                     return Some(Ok(transport));
                 }
-                Either::First(Err(error)) => return Some(Err(error)),
-                Either::Second(()) => self.conn.handle_timeout(now),
+                Either3::First(Err(error)) => return Some(Err(error)),
+                Either3::Second(()) => {}
+                Either3::Third(()) => self.conn.handle_timeout(now),
             }
         }
     }

@@ -2,8 +2,8 @@
 //! [`Transport`] to the place the core names, and says when TCP is up so the
 //! core can tell a stalled TLS handshake from a stalled connect.
 
-use core::cell::Cell;
-
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::signal::Signal;
 use embedded_io_async::{ErrorKind, Read, Write};
 use resilis_core::TransportError;
 
@@ -20,25 +20,38 @@ pub struct Target<'a> {
 }
 
 /// Told by a connector when the TCP part of [`Connector::connect`] is done,
-/// before it starts TLS.
-#[derive(Default)]
+/// before it starts TLS: the core then moves from its connect deadline to
+/// its TLS deadline.
 pub struct Progress {
-    tcp_connected: Cell<bool>,
+    tcp_connected: Signal<NoopRawMutex, ()>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
 }
 
 impl Progress {
-    pub fn new() -> Self {
-        Progress::default()
+    pub const fn new() -> Self {
+        Progress {
+            tcp_connected: Signal::new(),
+        }
     }
 
     /// TCP is connected; TLS (if any) starts now.
     pub fn tcp_connected(&self) {
-        self.tcp_connected.set(true);
+        self.tcp_connected.signal(());
     }
 
     /// Whether `tcp_connected` was called since the last `take`, clearing it.
     pub(crate) fn take(&self) -> bool {
-        self.tcp_connected.replace(false)
+        self.tcp_connected.try_take().is_some()
+    }
+
+    /// Until `tcp_connected` is called (then clears it).
+    pub(crate) async fn wait(&self) {
+        self.tcp_connected.wait().await
     }
 }
 

@@ -112,11 +112,14 @@ impl Connector for MockConnector<'_> {
         target: Target<'_>,
         progress: &Progress,
     ) -> Result<MockTransport<'a>, TransportError> {
-        assert_eq!(
-            (target.host, target.port, target.tls),
-            ("mock", 6379, false)
-        );
+        assert_eq!((target.host, target.port), ("mock", 6379));
         self.net.attempts.borrow_mut().push(Instant::now());
+        if target.tls {
+            // TCP comes up, then the TLS handshake stalls (a middlebox that
+            // swallows the ClientHello).
+            progress.tcp_connected();
+            return core::future::pending().await;
+        }
         if self.net.refuse.get() > 0 {
             self.net.refuse.set(self.net.refuse.get() - 1);
             return Err(TransportError::Refused);
@@ -168,16 +171,19 @@ fn fast_config() -> Config {
     config
 }
 
-/// Runs `$body` with `$client` against a runner over `$net` and its
+/// Runs `$body` with `$client` (the config `$config`) against a runner over `$net` and its
 /// scripted server, until the body returns (at most 10 s).
 macro_rules! scenario {
-    ($net:ident, $client:ident, $body:block) => {{
+    ($net:ident, $client:ident, $body:block) => {
+        scenario!($net, $client, fast_config(), $body)
+    };
+    ($net:ident, $client:ident, $config:expr, $body:block) => {{
         let shared: Shared<NoopRawMutex, 128, 128> = Shared::new();
         let mut rx = [0u8; 256];
         let connector = MockConnector { net: &$net };
         #[allow(unused_mut)]
         let (mut runner, mut $client) =
-            resilis_embassy::new::<_, _, 8, 128, 128>(fast_config(), connector, &shared, &mut rx);
+            resilis_embassy::new::<_, _, 8, 128, 128>($config, connector, &shared, &mut rx);
         block_on(async {
             let test = async $body;
             let deadline = Timer::after(Duration::from_secs(10));
@@ -280,5 +286,25 @@ fn server_hangup_engages_fallback_and_queued_command_times_out() {
             )
             .await;
         assert_eq!(result, Err(Error::Outcome(Outcome::TimedOut)));
+    })
+}
+
+#[test]
+fn stalled_tls_handshake_is_a_tls_timeout_not_a_connect_timeout() {
+    let net = Net::new();
+    let mut config = fast_config();
+    config.tls = true;
+    config.connect_timeout = core::time::Duration::from_secs(5);
+    config.tls_timeout = core::time::Duration::from_millis(100);
+    scenario!(net, client, config, {
+        let started = Instant::now();
+        let down = client
+            .wait_for(Duration::from_secs(2), |s| s.last_reason.is_some())
+            .await
+            .expect("the TLS deadline passes");
+        // The connector said TCP was up, so the core's TLS deadline applied.
+        assert_eq!(down.last_reason, Some(DisconnectReason::TlsTimeout));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(down.fallback_active);
     })
 }
