@@ -286,6 +286,25 @@ pub fn proc_status_kib(field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Panics seen in any thread of this process since the first call (which
+/// installs a hook that counts them and then runs the previous hook). A
+/// panic in the client's driver task is swallowed by Tokio; this still sees
+/// it.
+pub fn panics_so_far() -> u64 {
+    use std::sync::Once;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PANICS: AtomicU64 = AtomicU64::new(0);
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
+}
+
 /// Runs `f` on a blocking thread (server kill/restart block for a while).
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)

@@ -631,6 +631,10 @@ pub enum Behavior {
     /// After the first command sends `prefix`, then `chunk` every
     /// `interval`, forever (until the client leaves or the server is
     /// dropped): a reply that never ends.
+    /// A well-behaved handshake (as in [`Behavior::handshake_then`]), then
+    /// the inner behaviour from the first other command on, e.g. an
+    /// [`Behavior::Endless`] reply once the client is ready.
+    AfterHandshake(Box<Behavior>),
     Endless {
         /// Sent once, e.g. `*1000000\r\n` or `$999999999\r\n`.
         prefix: Vec<u8>,
@@ -658,6 +662,7 @@ impl std::fmt::Debug for Behavior {
             Behavior::ResetOnAccept => f.write_str("ResetOnAccept"),
             Behavior::Silent => f.write_str("Silent"),
             Behavior::Endless { interval, .. } => write!(f, "Endless({interval:?})"),
+            Behavior::AfterHandshake(inner) => write!(f, "AfterHandshake({inner:?})"),
         }
     }
 }
@@ -668,19 +673,7 @@ impl Behavior {
     /// `PING` gets `+PONG`, `AUTH`, `CLIENT` and `SELECT` get `+OK`.
     pub fn handshake_then(hostile: Vec<u8>) -> Behavior {
         Behavior::Handler(Arc::new(move |args: &[Vec<u8>]| {
-            let name = args
-                .first()
-                .map(|a| a.to_ascii_uppercase())
-                .unwrap_or_default();
-            Some(match name.as_slice() {
-                b"HELLO" if args.get(1).is_some_and(|v| v.as_slice() == b"2") => {
-                    HELLO2_REPLY.to_vec()
-                }
-                b"HELLO" => HELLO3_REPLY.to_vec(),
-                b"PING" => b"+PONG\r\n".to_vec(),
-                b"AUTH" | b"CLIENT" | b"SELECT" => b"+OK\r\n".to_vec(),
-                _ => hostile.clone(),
-            })
+            Some(handshake_reply(args).unwrap_or_else(|| hostile.clone()))
         }))
     }
 
@@ -722,6 +715,23 @@ impl Behavior {
             interval: Duration::from_millis(10),
         }
     }
+}
+
+/// Redis's answer to the commands of a client handshake (`HELLO` in RESP3,
+/// or RESP2 for `HELLO 2`; `PING`; `AUTH`, `CLIENT`, `SELECT`); `None` for
+/// any other command.
+fn handshake_reply(args: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let name = args
+        .first()
+        .map(|a| a.to_ascii_uppercase())
+        .unwrap_or_default();
+    Some(match name.as_slice() {
+        b"HELLO" if args.get(1).is_some_and(|v| v.as_slice() == b"2") => HELLO2_REPLY.to_vec(),
+        b"HELLO" => HELLO3_REPLY.to_vec(),
+        b"PING" => b"+PONG\r\n".to_vec(),
+        b"AUTH" | b"CLIENT" | b"SELECT" => b"+OK\r\n".to_vec(),
+        _ => return None,
+    })
 }
 
 struct HostileShared {
@@ -859,7 +869,7 @@ fn parse_command(buf: &[u8]) -> Option<(usize, Vec<Vec<u8>>)> {
     Some((pos, args))
 }
 
-async fn serve_hostile(shared: Arc<HostileShared>, mut stream: TcpStream, behavior: Behavior) {
+async fn serve_hostile(shared: Arc<HostileShared>, mut stream: TcpStream, mut behavior: Behavior) {
     let send = |n: usize| {
         shared.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
     };
@@ -893,6 +903,16 @@ async fn serve_hostile(shared: Arc<HostileShared>, mut stream: TcpStream, behavi
         while let Some((len, args)) = parse_command(&buf) {
             buf.drain(..len);
             shared.commands.fetch_add(1, Ordering::Relaxed);
+            if let Behavior::AfterHandshake(inner) = &behavior {
+                if let Some(reply) = handshake_reply(&args) {
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                    send(reply.len());
+                    continue;
+                }
+                behavior = (**inner).clone();
+            }
             let handled;
             let reply: Option<&[u8]> = match &behavior {
                 Behavior::Handler(handler) => {

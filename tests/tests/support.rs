@@ -441,7 +441,28 @@ fn hostile_server_behaviours() {
     let err = conn.command(&["GET", "k"]).unwrap_err();
     assert!(err.to_string().contains("over the helper's limit"), "{err}");
 
-    assert_eq!(hostile.connections(), 7);
+    // A clean handshake, then a reply that never ends.
+    hostile.set_behavior(Behavior::AfterHandshake(Box::new(Behavior::Endless {
+        prefix: b"*1000000\r\n".to_vec(),
+        chunk: b":1\r\n".to_vec(),
+        interval: Duration::from_millis(5),
+    })));
+    let mut conn = RawConn::connect(hostile.addr()).unwrap();
+    assert!(matches!(
+        conn.command(&["HELLO", "3"]).unwrap(),
+        Reply::Map(_)
+    ));
+    assert_eq!(conn.command(&["PING"]).unwrap().to_string(), "PONG");
+    conn.send(&["GET", "k"]).unwrap();
+    let before = hostile.bytes_sent();
+    sleep(Duration::from_millis(100));
+    assert!(
+        hostile.bytes_sent() > before,
+        "the endless reply did not start"
+    );
+    drop(conn);
+
+    assert_eq!(hostile.connections(), 8);
 }
 
 #[test]

@@ -1,0 +1,236 @@
+//! Scenario 6: a hostile server. After a proper handshake it answers a
+//! command with a bulk length over the limit, a recursion bomb, garbage, a
+//! status line that never ends, or an array that trickles in forever. Each
+//! time the connection is closed with a typed reason, the caller's command
+//! ends by its deadline, memory stays bounded (the limits refuse a frame
+//! from its header, and a line over the limit is cut at the limit), and
+//! nothing panics: the same client keeps working afterwards.
+//!
+//! One test runs the cases in turn so that the process's memory figures
+//! belong to them alone.
+
+use std::time::Duration;
+
+use resilis::core::resp::{DecodeError, Limits};
+use resilis::{Client, DisconnectReason, Error, Event, OfflineMode};
+use resilis_tests::harness::{
+    COMMAND_TIMEOUT, EventLog, PING_TIMEOUT, SLACK, fast_options, is_disconnect, is_ready,
+    panics_so_far, proc_status_kib, timed,
+};
+use resilis_tests::{Behavior, HostileServer};
+use tokio::time::Instant;
+
+/// The limits the client is configured with: far below Redis's 512 MiB so
+/// that "bounded" is checkable here.
+const LIMITS: Limits = Limits {
+    max_depth: 32,
+    max_bulk_len: 1 << 20,
+    max_aggregate_len: 1 << 20,
+};
+
+struct Case {
+    name: &'static str,
+    behavior: Behavior,
+    expect: fn(&DisconnectReason) -> bool,
+    /// Whether the limits alone bound what the client buffers (else only
+    /// the ping timeout does).
+    bounded_by_limits: bool,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "bulk length over the limit ($9999999999)",
+            behavior: Behavior::handshake_then(b"$9999999999\r\n".to_vec()),
+            expect: |r| {
+                matches!(
+                    r,
+                    DisconnectReason::Protocol(DecodeError::BulkTooLong { .. })
+                )
+            },
+            bounded_by_limits: true,
+        },
+        Case {
+            name: "aggregate over the limit (*4294967295)",
+            behavior: Behavior::handshake_then(b"*4294967295\r\n".to_vec()),
+            expect: |r| {
+                matches!(
+                    r,
+                    DisconnectReason::Protocol(DecodeError::AggregateTooLong { .. })
+                )
+            },
+            bounded_by_limits: true,
+        },
+        Case {
+            name: "nesting 100 000 deep",
+            behavior: Behavior::handshake_then({
+                let mut bomb = b"*1\r\n".repeat(100_000);
+                bomb.extend_from_slice(b":1\r\n");
+                bomb
+            }),
+            expect: |r| matches!(r, DisconnectReason::Protocol(DecodeError::TooDeep { .. })),
+            bounded_by_limits: true,
+        },
+        Case {
+            name: "garbage",
+            behavior: Behavior::handshake_then(resilis_tests::proxy::GARBAGE.to_vec()),
+            expect: |r| matches!(r, DisconnectReason::Protocol(_)),
+            bounded_by_limits: true,
+        },
+        Case {
+            name: "a status line that never ends (16 MiB/s, no CRLF)",
+            behavior: Behavior::AfterHandshake(Box::new(Behavior::Endless {
+                prefix: b"+".to_vec(),
+                chunk: vec![b'a'; 16 * 1024],
+                interval: Duration::from_millis(1),
+            })),
+            expect: |r| {
+                matches!(
+                    r,
+                    DisconnectReason::Protocol(DecodeError::LineTooLong { .. })
+                )
+            },
+            bounded_by_limits: true,
+        },
+        Case {
+            name: "an array that trickles in forever",
+            behavior: Behavior::AfterHandshake(Box::new(Behavior::Endless {
+                prefix: b"*1000000\r\n".to_vec(),
+                chunk: b":1\r\n".repeat(64),
+                interval: Duration::from_millis(5),
+            })),
+            // Bytes keep coming, but no reply completes: the oldest request
+            // ages past ping_timeout.
+            expect: |r| matches!(r, DisconnectReason::PingTimeout),
+            bounded_by_limits: true,
+        },
+        Case {
+            // Every element is within the limits, so only the age of the
+            // request ends it: the client holds what arrived until then
+            // (about 64 MiB/s × ping_timeout here). There is no limit on a
+            // whole frame's size, only on its parts.
+            name: "an array of legal 64 KiB bulks, 64 MiB/s, forever",
+            behavior: Behavior::AfterHandshake(Box::new(Behavior::Endless {
+                prefix: b"*1000000\r\n".to_vec(),
+                chunk: {
+                    let mut bulk = b"$65536\r\n".to_vec();
+                    bulk.extend_from_slice(&[b'x'; 65536]);
+                    bulk.extend_from_slice(b"\r\n");
+                    bulk
+                },
+                interval: Duration::from_millis(1),
+            })),
+            expect: |r| matches!(r, DisconnectReason::PingTimeout),
+            bounded_by_limits: false,
+        },
+    ]
+}
+
+fn reason_of(e: &Event) -> Option<DisconnectReason> {
+    match e {
+        Event::Disconnected { reason } => Some(*reason),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_replies_close_the_connection_with_a_typed_reason() {
+    let panics_before = panics_so_far();
+    let mut worst_bounded_kib = 0;
+    let mut unbounded_kib = 0;
+    for case in cases() {
+        let peak_before = proc_status_kib("VmHWM").expect("VmHWM");
+        let server = HostileServer::start(case.behavior);
+        let options = fast_options(&server.url(), OfflineMode::QueueThenFail).configure(|c| {
+            c.resp_limits = LIMITS;
+        });
+        let client = Client::with_options(options).expect("client");
+        client
+            .wait_ready(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("{}: handshake: {e}", case.name));
+        let log = EventLog::record(&client);
+
+        let sent_at = Instant::now();
+        let (ended, took) = timed(COMMAND_TIMEOUT, client.incr("hostile:n")).await;
+        let (closed_at, event) = log
+            .wait_for(sent_at, Duration::from_secs(3), is_disconnect)
+            .await
+            .unwrap_or_else(|| panic!("{}: connection never closed", case.name));
+        let reason = reason_of(&event).expect("a disconnect");
+        let growth = proc_status_kib("VmHWM")
+            .expect("VmHWM")
+            .saturating_sub(peak_before);
+        if case.bounded_by_limits {
+            worst_bounded_kib = worst_bounded_kib.max(growth);
+        } else {
+            unbounded_kib = unbounded_kib.max(growth);
+        }
+        println!(
+            "scenario 6 ({}): closed after {:?} as {reason:?}; INCR ended {ended:?} in {took:?}; \
+             peak RSS +{growth} KiB",
+            case.name,
+            closed_at - sent_at
+        );
+        assert!((case.expect)(&reason), "{}: reason {reason:?}", case.name);
+        assert!(
+            closed_at - sent_at <= PING_TIMEOUT + SLACK,
+            "{}: closed only after {:?}",
+            case.name,
+            closed_at - sent_at
+        );
+        // Written, no valid reply: it may have run.
+        assert_eq!(
+            ended,
+            resilis_tests::harness::Ended::Indeterminate,
+            "{}",
+            case.name
+        );
+        assert!(took <= COMMAND_TIMEOUT + SLACK, "{}: {took:?}", case.name);
+        let health = client.health();
+        let last = health.last_error.expect("health reports the reason");
+        assert!(
+            last.message.contains("RESP")
+                || last.message.contains("limit")
+                || matches!(reason, DisconnectReason::PingTimeout),
+            "{}: {last:?}",
+            case.name
+        );
+
+        // The driver survived: it reconnects (the handshake is answered
+        // properly) and a PING goes through on the fresh connection.
+        log.wait_for(closed_at, Duration::from_secs(3), is_ready)
+            .await
+            .unwrap_or_else(|| panic!("{}: no reconnect", case.name));
+        client
+            .ping()
+            .await
+            .unwrap_or_else(|e| panic!("{}: PING after the attack: {e}", case.name));
+        assert!(
+            matches!(
+                client.incr("hostile:n").await,
+                Err(Error::Indeterminate { .. })
+            ),
+            "{}: the next INCR meets the same hostile reply",
+            case.name
+        );
+        client.shutdown().await;
+    }
+    let peak = proc_status_kib("VmHWM").expect("VmHWM");
+    println!(
+        "scenario 6: peak RSS growth {worst_bounded_kib} KiB in the cases the limits bound, \
+         {unbounded_kib} KiB for the endless array of legal bulks; peak RSS {peak} KiB; {LIMITS:?}"
+    );
+    // A frame is refused from its header, and a line is cut at its limit:
+    // nothing near the 10 GB or 4 G elements announced is ever held.
+    assert!(
+        worst_bounded_kib < 16 * 1024,
+        "peak RSS grew by {worst_bounded_kib} KiB in a case the limits bound"
+    );
+    // Bounded by rate × ping_timeout only (64 MiB/s × 300 ms here).
+    assert!(
+        unbounded_kib < 256 * 1024,
+        "peak RSS grew by {unbounded_kib} KiB for the endless array"
+    );
+    assert_eq!(panics_so_far(), panics_before, "something panicked");
+}
