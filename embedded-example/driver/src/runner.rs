@@ -12,7 +12,7 @@ use core::convert::Infallible;
 use core::future::{Future, pending};
 use core::pin::pin;
 
-use embassy_futures::select::{Either, Either3, select, select3};
+use embassy_futures::select::{Either, Either3, Either4, select, select3, select4};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_time::{Duration, Timer, with_deadline, with_timeout};
 use embedded_io_async::{ErrorType, Read, Write};
@@ -96,6 +96,8 @@ struct Io<'a, M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize>
 struct Drained {
     wait: Option<resilis_core::Instant>,
     close: bool,
+    /// A write or flush failed and the core was told: the transport is gone.
+    failed: bool,
 }
 
 impl<'a, M, C, const N: usize, const CMD: usize, const REPLY: usize> Runner<'a, M, C, N, CMD, REPLY>
@@ -174,15 +176,22 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
             ) {
                 return None;
             }
-            let result = select3(&mut connect, progress.wait(), sleep_until(drained.wait)).await;
+            let shared = self.shared;
+            let result = select4(
+                &mut connect,
+                progress.wait(),
+                sleep_until(drained.wait),
+                shared.requests.receive(),
+            )
+            .await;
             let now = time::now();
-            let tcp_up = matches!(result, Either3::Second(())) || progress.take();
+            let tcp_up = matches!(result, Either4::Second(())) || progress.take();
             if tcp_up && !tcp_reported {
                 tcp_reported = true;
                 self.conn.handle_transport_opened(now);
             }
             match result {
-                Either3::First(Ok(transport)) => {
+                Either4::First(Ok(transport)) => {
                     if !tcp_reported {
                         // A connector that never reported TCP on its own.
                         self.conn.handle_transport_opened(now);
@@ -192,9 +201,12 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
                     }
                     return Some(Ok(transport));
                 }
-                Either3::First(Err(error)) => return Some(Err(error)),
-                Either3::Second(()) => {}
-                Either3::Third(()) => self.conn.handle_timeout(now),
+                Either4::First(Err(error)) => return Some(Err(error)),
+                Either4::Second(()) => {}
+                Either4::Third(()) => self.conn.handle_timeout(now),
+                // Into the core's offline queue, like any request made
+                // while there is no connection.
+                Either4::Fourth(request) => self.submit(request),
             }
         }
     }
@@ -208,12 +220,12 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
                 let _ = with_timeout(CLOSE_TIMEOUT, transport.close()).await;
                 return;
             }
-            if !transport_phase(self.conn.phase()) {
-                // Failed without a Close: the transport is already gone.
+            if drained.failed || !transport_phase(self.conn.phase()) {
+                // The core was told the transport failed: it is gone.
                 return;
             }
             let read = transport.read(&mut self.rx[self.rx_len..]);
-            match select3(
+            let failure = match select3(
                 read,
                 sleep_until(drained.wait),
                 self.shared.requests.receive(),
@@ -222,26 +234,38 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
             {
                 Either3::First(Ok(0)) => {
                     info!("transport closed by the peer");
-                    self.conn
-                        .handle_transport_failed(time::now(), TransportError::Closed);
+                    Some(TransportError::Closed)
                 }
                 Either3::First(Ok(n)) => {
                     self.rx_len += n;
-                    self.process_rx();
+                    self.process_rx()
                 }
                 Either3::First(Err(error)) => {
                     let error = T::classify(&error);
                     warning!("read failed: {:?}", error);
-                    self.conn.handle_transport_failed(time::now(), error);
+                    Some(error)
                 }
-                Either3::Second(()) => self.conn.handle_timeout(time::now()),
-                Either3::Third(request) => self.submit(request),
+                Either3::Second(()) => {
+                    self.conn.handle_timeout(time::now());
+                    None
+                }
+                Either3::Third(request) => {
+                    self.submit(request);
+                    None
+                }
+            };
+            if let Some(error) = failure {
+                self.conn.handle_transport_failed(time::now(), error);
+                // Let the core's events out, then drop the transport.
+                self.drain::<NoTransport>(None).await;
+                return;
             }
         }
     }
 
-    /// Hands the received bytes to the core, frame by frame.
-    fn process_rx(&mut self) {
+    /// Hands the received bytes to the core, frame by frame. `Some`: the
+    /// transport cannot go on (a frame larger than the buffer).
+    fn process_rx(&mut self) -> Option<TransportError> {
         let now = time::now();
         while self.rx_len > 0 {
             let (consumed, reply) = match self.conn.handle_receive(now, &self.rx[..self.rx_len]) {
@@ -257,14 +281,13 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
                         // buffer) larger than the receive buffer can never
                         // complete.
                         warning!("reply larger than the receive buffer");
-                        self.conn
-                            .handle_transport_failed(now, TransportError::Other);
+                        return Some(TransportError::Other);
                     }
-                    return;
+                    return None;
                 }
                 Received::Discard => {
                     self.rx_len = 0;
-                    return;
+                    return None;
                 }
             };
             if let Some(id) = reply {
@@ -273,6 +296,7 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
             self.rx.copy_within(consumed..self.rx_len, 0);
             self.rx_len -= consumed;
         }
+        None
     }
 
     fn deliver(&mut self, id: CommandId, len: usize) {
@@ -314,6 +338,7 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
     async fn drain<T: Transport>(&mut self, mut link: Option<&mut T>) -> Drained {
         let mut close = false;
         let mut wrote = false;
+        let mut gone = false;
         let wait = loop {
             // Taken before polling: a write may not outlast the core's next deadline.
             let deadline = self.conn.poll_timeout();
@@ -365,6 +390,7 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
                 warning!("write failed: {:?}", error);
                 self.conn.handle_transport_failed(time::now(), error);
                 link = None;
+                gone = true;
             }
         };
         if wrote && let Some(transport) = link {
@@ -379,10 +405,15 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
                 warning!("flush failed: {:?}", error);
                 self.conn.handle_transport_failed(time::now(), error);
                 // Whatever the core has to say about it is drained next time.
+                gone = true;
             }
         }
         self.publish();
-        Drained { wait, close }
+        Drained {
+            wait,
+            close,
+            failed: gone,
+        }
     }
 
     fn publish(&self) {
