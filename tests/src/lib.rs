@@ -41,6 +41,7 @@ pub mod harness;
 pub mod proxy;
 pub mod raw;
 pub mod server;
+pub mod soak;
 pub mod tls;
 
 pub use proxy::{Behavior, Direction, FaultProxy, HostileServer, IdleAction};
