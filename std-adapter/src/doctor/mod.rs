@@ -20,11 +20,13 @@
 //!
 //! [`watch`] is the live view of the core state machine (`resilis watch`).
 
+mod redis_steps;
 mod render;
 mod report;
 mod session;
 mod steps;
 mod tls;
+mod tls_probe;
 pub mod watch;
 
 use std::net::{SocketAddr, ToSocketAddrs};
