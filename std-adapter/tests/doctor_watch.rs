@@ -190,3 +190,19 @@ fn ctrl_c_ends_watch_cleanly() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("stopped (Ctrl-C)"), "{text}");
 }
+
+#[test]
+fn watch_with_an_invalid_url_exits_3_with_the_fix() {
+    let mut child = watch(&["--for", "1s", "redis://127.0.0.1:0"]);
+    let rx = lines(&mut child);
+    let mut seen = Vec::new();
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let code = finish(child, &rx, &mut seen);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.contains("port must be a number from 1 to 65535"),
+        "{text}"
+    );
+}

@@ -44,6 +44,7 @@ enum Command {
         pings: u16,
     },
     /// Connects like the library and shows its state machine live (Ctrl-C to quit).
+    #[command(after_help = WATCH_EXIT_CODES, after_long_help = WATCH_EXIT_CODES)]
     Watch {
         /// redis://... or rediss://... (stands in for REDIS_URL).
         url: Option<String>,
@@ -62,8 +63,14 @@ enum Command {
     },
 }
 
+const WATCH_EXIT_CODES: &str = "\
+Exit codes:
+  0  stopped by Ctrl-C or --for (whatever the connection's state)
+  2  usage error (bad arguments)
+  3  config: REDIS_URL / REDIS_* / REDIS_TLS_* or the URL argument is invalid";
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    resilis_core::config::parse_duration("--timeout", text)
+    resilis_core::config::parse_duration("the value", text)
         .map_err(|e| e.to_string())
         .and_then(|d| {
             if d.is_zero() {

@@ -25,9 +25,10 @@ const LIMITS: Limits = Limits {
 };
 /// Server error texts are quoted up to this many characters.
 const QUOTE: usize = 200;
-/// No handshake needs more round trips than this (HELLO, AUTH, SETNAME,
-/// SELECT, a fallback); a bound on the loop, not a tuning knob.
-const MAX_HANDSHAKE_TURNS: usize = 64;
+/// Reads during one handshake (a few replies, possibly in small chunks):
+/// a bound on the loop, not a tuning knob; the core's handshake deadline
+/// ends it long before.
+const MAX_HANDSHAKE_TURNS: usize = 1024;
 
 /// A reply, owned.
 #[derive(Clone, Debug, PartialEq)]
