@@ -341,6 +341,70 @@ async fn tls_insecure_connects_but_warns_with_the_risk() {
     );
 }
 
+/// A server certificate, trusted through `ca_path`, that expired in 2020.
+fn expired_server_cert(dir: &std::path::Path) -> (resilis_tests::CertFiles, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "doctor expiry CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let ca_path = dir.join("expiry-ca.crt");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let files = resilis_tests::CertFiles {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().to_vec(),
+        key_pem: key.serialize_pem(),
+        key_der: key.serialize_der(),
+        cert_path: dir.join("unused.crt"),
+        key_path: dir.join("unused.key"),
+    };
+    (files, ca_path.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn an_expired_certificate_says_so_and_when() {
+    let pki = TestPki::generate();
+    let (expired, ca_path) = expired_server_cert(pki.dir());
+    let server = RedisServer::builder()
+        .tls_identity(&expired, &pki.ca)
+        .start();
+    let report = diagnose(&server.tls_url(), &[("REDIS_TLS_CA_FILE", &ca_path)]).await;
+    assert_fails(&report, StepName::Tls, "TlsCertificate");
+    assert!(
+        report.verdict.problem.contains("expired"),
+        "{}",
+        report.verdict.problem
+    );
+    assert!(fix(&report).contains("renew"), "{}", fix(&report));
+    let details = &report.step(StepName::Tls).unwrap().details;
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("expired: Jan  1 00:00:00 2020")),
+        "{details:?}"
+    );
+}
+
 #[tokio::test]
 async fn tls_certificate_for_another_name_says_which_names_it_carries() {
     let pki = TestPki::generate();
