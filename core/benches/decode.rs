@@ -74,6 +74,17 @@ fn resilis(buf: &[u8]) -> usize {
     sum
 }
 
+/// Validation only: what a caller pays to learn the frame is complete and
+/// well-formed before looking at any of it.
+fn resilis_validate(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while let Ok(Decoded::Frame { consumed, .. }) = decode(&buf[at..], &Limits::REDIS) {
+        at += consumed;
+    }
+    assert_eq!(at, buf.len());
+    at
+}
+
 fn redis_protocol_resp3_range(buf: &[u8]) -> usize {
     let mut at = 0;
     while let Ok(Some((frame, n))) =
@@ -136,6 +147,9 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Bytes(buf.len() as u64));
         group.bench_function("resilis-core", |b| b.iter(|| resilis(black_box(&buf))));
+        group.bench_function("resilis-core validate only", |b| {
+            b.iter(|| resilis_validate(black_box(&buf)))
+        });
         if resp3 {
             group.bench_function("redis-protocol decode_range", |b| {
                 b.iter(|| redis_protocol_resp3_range(black_box(&buf)))

@@ -689,34 +689,34 @@ fn integer(buf: &[u8], start: usize) -> Result<(i64, usize), Halt> {
     } else {
         i64::MAX as u64
     };
+    // 19 digits always fit a u64, and i64 needs no more.
     let mut magnitude: u64 = 0;
     let mut pos = digits_start;
-    loop {
-        match buf.get(pos) {
-            Some(&b @ b'0'..=b'9') => {
-                if pos - start >= MAX_NUMBER_LINE {
-                    return Err(DecodeError::InvalidNumber.into());
-                }
-                magnitude = magnitude
-                    .checked_mul(10)
-                    .and_then(|v| v.checked_add(u64::from(b - b'0')))
-                    .filter(|&v| v <= max_magnitude)
-                    .ok_or(DecodeError::InvalidNumber)?;
-                pos += 1;
-            }
-            Some(b'\r') if pos > digits_start => {
-                let next = crlf(buf, pos)?;
-                // In range by the filter above; wrapping handles 2^63 -> i64::MIN.
-                let value = if negative {
-                    (magnitude as i64).wrapping_neg()
-                } else {
-                    magnitude as i64
-                };
-                return Ok((value, next));
-            }
-            Some(_) => return Err(DecodeError::InvalidNumber.into()),
-            None => return Err(Halt::Incomplete(None)),
+    for &b in buf.get(digits_start..).unwrap_or_default().iter().take(19) {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
         }
+        magnitude = magnitude.wrapping_mul(10).wrapping_add(u64::from(digit));
+        pos += 1;
+    }
+    if magnitude > max_magnitude {
+        return Err(DecodeError::InvalidNumber.into());
+    }
+    match buf.get(pos) {
+        Some(b'\r') if pos > digits_start => {
+            let next = crlf(buf, pos)?;
+            // In range by the check above; wrapping takes 2^63 to i64::MIN.
+            let value = if negative {
+                (magnitude as i64).wrapping_neg()
+            } else {
+                magnitude as i64
+            };
+            Ok((value, next))
+        }
+        None => Err(Halt::Incomplete(None)),
+        // A 20th digit, or anything else.
+        Some(_) => Err(DecodeError::InvalidNumber.into()),
     }
 }
 

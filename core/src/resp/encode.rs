@@ -663,6 +663,26 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn alloc_vec_grows_by_exactly_the_command() {
+        let value = [b'x'; 300];
+        let mut v = alloc::vec::Vec::new();
+        let n = v
+            .append_with(|b| set(b, b"k", &value, &SetOptions::default()))
+            .unwrap();
+        assert_eq!(n, encoded_len(&[b"SET", b"k", &value]));
+        assert_eq!(v.len(), n);
+        assert_eq!(
+            v.append_with(|b| CommandEncoder::new(b, 2).finish()),
+            Err(EncodeError::ArgCountMismatch {
+                declared: 2,
+                given: 0
+            })
+        );
+        assert_eq!(v.len(), n);
+    }
+
     #[test]
     fn sinks_append_whole_commands_or_nothing() {
         let mut v: heapless::Vec<u8, 40> = heapless::Vec::new();
