@@ -369,7 +369,12 @@ impl Driver {
                 );
             }
             Event::Disconnected { reason } => {
-                tracing::warn!(%endpoint, fix = reason.fix(), "Redis connection lost: {reason}");
+                let what = crate::health::describe(&reason);
+                if self.shared.status().phase == PhaseKind::Ready {
+                    tracing::warn!(%endpoint, fix = reason.fix(), "Redis connection lost: {what}");
+                } else {
+                    tracing::info!(%endpoint, fix = reason.fix(), "connect attempt failed: {what}");
+                }
             }
             Event::Reconnecting {
                 attempt,
@@ -386,22 +391,24 @@ impl Driver {
             } => tracing::error!(
                 %endpoint,
                 fix = reason.fix(),
-                "Redis down after all reconnect attempts: {reason}; probing every {} ms",
+                "Redis down after all reconnect attempts: {}; probing every {} ms",
+                crate::health::describe(&reason),
                 probe_interval.as_millis()
             ),
             Event::Failed { reason, retry_in } => tracing::error!(
                 %endpoint,
                 fix = reason.fix(),
                 retry_in_ms = retry_in.map(|d| d.as_millis() as u64),
-                "Redis refused the connection: {reason}"
+                "Redis refused the connection: {}",
+                crate::health::describe(&reason)
             ),
             Event::GaveUp { reason } => {
-                tracing::error!(%endpoint, fix = reason.fix(), "gave up on Redis: {reason}")
+                tracing::error!(%endpoint, fix = reason.fix(), "gave up on Redis: {}", crate::health::describe(&reason))
             }
             Event::FallbackEngaged { reason } => {
                 self.shared.fallback().active = true;
                 self.shared.fallback_hint.store(true, Relaxed);
-                tracing::warn!(%endpoint, "fallback engaged: serving from the in-memory cache ({reason})");
+                tracing::warn!(%endpoint, "fallback engaged: serving from the in-memory cache ({})", crate::health::describe(&reason));
             }
             Event::FallbackReleased => {
                 let log = self.shared.fallback().release();
@@ -482,11 +489,15 @@ impl Driver {
         m.in_flight.store(self.conn.in_flight() as u64, Relaxed);
     }
 
+    /// Re-arms the timer only when the deadline moves earlier: under load the
+    /// core's deadline moves later with every reply, and resetting a Tokio
+    /// timer each time costs more than letting it fire early once (an early
+    /// `handle_timeout` is a no-op; the loop then re-arms).
     fn arm_timer(&mut self, deadline: Option<CoreInstant>) {
         match deadline {
             Some(at) => {
                 let at = self.epoch + Duration::from_micros(at.as_micros());
-                if !self.timer_armed || self.sleep.deadline() != at {
+                if !self.timer_armed || at < self.sleep.deadline() {
                     self.sleep.as_mut().reset(at);
                 }
                 self.timer_armed = true;

@@ -118,7 +118,7 @@ impl Shared {
                 .server_version
                 .map(|v| format!("{}.{}.{}", v.major, v.minor, v.patch)),
             last_error: status.last_reason.map(|r| LastError {
-                message: r.to_string(),
+                message: describe(&r),
                 fix: r.fix(),
                 permanent: r.class() == FailureClass::Permanent,
             }),
@@ -173,6 +173,17 @@ impl Shared {
             | Event::GaveUp { reason } => status.last_reason = Some(reason),
             _ => {}
         }
+    }
+}
+
+/// What happened, without the fix (which `Display` appends; logs and the
+/// report carry the fix in a field of its own).
+pub(crate) fn describe(reason: &DisconnectReason) -> String {
+    let full = reason.to_string();
+    let suffix = format!(": {}", reason.fix());
+    match full.strip_suffix(&suffix) {
+        Some(what) => what.to_owned(),
+        None => full,
     }
 }
 
