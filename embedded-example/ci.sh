@@ -3,7 +3,8 @@
 #   1. the Nucleo-F767ZI firmware builds for thumbv7em-none-eabihf in release
 #   2. resilis-core's transcript and RESP codec tests pass on a Cortex-M4
 #      under qemu-system-arm (mps2-an386, semihosting)
-#   3. host unit tests of the driver and the gateway application
+#   3. host tests: the driver against an in-memory Redis, the fallback cache,
+#      the firmware's constants; and each driver feature set compiles
 #   4. the footprint table (flash/RAM of core + codec, and of the firmware)
 #   5. the Embassy host binary against a real redis-server over TAP, in a
 #      network namespace (plain, verified TLS 1.3, restart with backoff and
@@ -44,14 +45,27 @@ prerequisites() {
     return $ok
 }
 
+host_tests() {
+    cargo test -p resilis-gateway --lib &&
+        cargo test -p resilis-embassy-host --test firmware_config &&
+        cargo test -p resilis-embassy --test mock_server
+}
+# Features are additive: each set a firmware may pick compiles on its own.
+driver_features() {
+    local features
+    for features in "" net net,defmt tls,log; do
+        echo "resilis-embassy features: [${features}]"
+        cargo check -q -p resilis-embassy --target "$TARGET" --no-default-features \
+            ${features:+--features "$features"} || return 1
+    done
+}
+
 step "prerequisites" prerequisites
 step "firmware builds (release, $TARGET)" \
     cargo build -p resilis-gateway-f767 --target "$TARGET" --release
+step "driver feature sets compile for $TARGET" driver_features
 step "core tests on Cortex-M4 under QEMU" \
     cargo test -p resilis-qemu --target "$TARGET"
-host_tests() {
-    cargo test -p resilis-gateway --lib && cargo test -p resilis-embassy --test mock_server
-}
 step "driver and application tests (host)" host_tests
 step "footprint table" ./footprint.sh
 step "Embassy over TAP against redis-server" ./tap-test.sh

@@ -10,6 +10,9 @@
 //!    the same;
 //! 3. TLS against a CA that did not sign the server's certificate: refused as
 //!    `TlsCertificate`, a permanent failure (no reconnect storm);
+//!    plaintext to the TLS port (the seed's production failure) diagnosed as
+//!    `TlsRequired`, and TLS to the plaintext port as `TlsTimeout` (a
+//!    plaintext Redis stays silent on a ClientHello);
 //! 4. outage: prints `OUTAGE_READY`, then reads and heartbeats every 250 ms
 //!    while the script restarts redis-server; reads must come from the
 //!    fallback cache while the core says Redis is down, the core's backoff
@@ -121,13 +124,16 @@ struct Buffers {
     rx: [u8; 1024],
 }
 
+fn config(url: &str) -> Config {
+    Config::from_url(url).unwrap_or_else(|e| fail(&format!("config {url}: {e}")))
+}
+
 fn connection(
     stack: Stack<'static>,
-    url: &str,
+    config: Config,
     options: TlsOptions<'static>,
     hook: fn(&Event),
 ) -> (RedisRunner, RedisClient) {
-    let config = Config::from_url(url).unwrap_or_else(|e| fail(&format!("config {url}: {e}")));
     let buffers = leak(Buffers {
         tcp_rx: [0; 4096],
         tcp_tx: [0; 4096],
@@ -157,6 +163,12 @@ fn tls_events(event: &Event) {
 fn wrong_ca_events(event: &Event) {
     print_event("wrong-ca", event);
 }
+fn plain_to_tls_events(event: &Event) {
+    print_event("plain-to-tls-port", event);
+}
+fn tls_to_plain_events(event: &Event) {
+    print_event("tls-to-plain-port", event);
+}
 
 fn print_event(name: &str, event: &Event) {
     let at = Instant::now().as_millis();
@@ -173,7 +185,7 @@ async fn net_task(mut runner: embassy_net::Runner<'static, TunTapDevice>) -> ! {
     runner.run().await
 }
 
-#[embassy_executor::task(pool_size = 3)]
+#[embassy_executor::task(pool_size = 5)]
 async fn redis_task(mut runner: RedisRunner) -> ! {
     runner.run().await
 }
@@ -237,10 +249,10 @@ async fn main(spawner: Spawner) {
     let plain_url = format!("redis://{}:{}{name}", args.redis, args.port);
     let tls_url = format!("rediss://{}:{}{name}", args.redis, args.tls_port);
 
-    let (runner, client) = connection(stack, &plain_url, verified, plain_events);
+    let (runner, client) = connection(stack, config(&plain_url), verified, plain_events);
     spawner.spawn(redis_task(runner).unwrap_or_else(|_| fail("spawn plain")));
     let mut plain: App = Gateway::new(client, COMMAND_TIMEOUT);
-    let (runner, client) = connection(stack, &tls_url, verified, tls_events);
+    let (runner, client) = connection(stack, config(&tls_url), verified, tls_events);
     spawner.spawn(redis_task(runner).unwrap_or_else(|_| fail("spawn tls")));
     let mut tls: App = Gateway::new(client, COMMAND_TIMEOUT);
 
@@ -253,7 +265,7 @@ async fn main(spawner: Spawner) {
         verify: Verify::Ca(wrong_ca),
         server_name: Some(server_name),
     };
-    let (runner, client) = connection(stack, &tls_url, untrusted, wrong_ca_events);
+    let (runner, client) = connection(stack, config(&tls_url), untrusted, wrong_ca_events);
     spawner.spawn(redis_task(runner).unwrap_or_else(|_| fail("spawn wrong-ca")));
     match client
         .wait_for(Duration::from_secs(15), |s| s.phase == PhaseKind::Failed)
@@ -263,6 +275,45 @@ async fn main(spawner: Spawner) {
             pass("tls with an untrusted CA: refused as TlsCertificate (permanent, no retry storm)")
         }
         other => fail(&format!("tls with an untrusted CA: {other:?}")),
+    }
+
+    // The seed's failure and its mirror image: the wrong scheme for the port.
+    // A TLS-only port closes a plaintext connection without a byte of reply:
+    // TlsRequired. A plaintext Redis says nothing to a ClientHello: the TLS
+    // handshake times out (shortened here), and TlsTimeout's fix says so.
+    let plain_to_tls = config(&format!("redis://{}:{}{name}", args.redis, args.tls_port));
+    let mut tls_to_plain = config(&format!("rediss://{}:{}{name}", args.redis, args.port));
+    tls_to_plain.tls_timeout = core::time::Duration::from_secs(1);
+    let wrong_scheme = [
+        (
+            plain_to_tls,
+            plain_to_tls_events as fn(&Event),
+            "plaintext to the TLS port",
+        ),
+        (
+            tls_to_plain,
+            tls_to_plain_events,
+            "TLS to the plaintext port",
+        ),
+    ];
+    for (config, hook, what) in wrong_scheme {
+        let tls = config.tls;
+        let (runner, client) = connection(stack, config, verified, hook);
+        spawner.spawn(redis_task(runner).unwrap_or_else(|_| fail("spawn wrong-scheme")));
+        let seen = client
+            .wait_for(Duration::from_secs(15), |s| s.last_reason.is_some())
+            .await;
+        match seen.and_then(|s| s.last_reason) {
+            Some(reason @ DisconnectReason::TlsRequired(_)) if !tls => pass(&format!(
+                "{what}: diagnosed as {reason:?}: {}",
+                reason.fix()
+            )),
+            Some(reason @ DisconnectReason::TlsTimeout) if tls => pass(&format!(
+                "{what}: diagnosed as {reason:?}: {}",
+                reason.fix()
+            )),
+            other => fail(&format!("{what}: {other:?}")),
+        }
     }
 
     if args.outage {
