@@ -191,3 +191,51 @@ async fn big_values_grow_the_read_buffer() {
     let got: Option<Vec<u8>> = client.get("big").await.unwrap();
     assert_eq!(got.as_deref(), Some(big.as_slice()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_commands_use_their_own_connection_and_do_not_stall_others() {
+    let server = RedisServer::start();
+    let client = Client::with_options(fast(&server.url())).unwrap();
+    ready(&client).await;
+    let waiter = client.clone();
+    let blpop = tokio::spawn(async move {
+        waiter
+            .cmd("BLPOP")
+            .arg("jobs")
+            .arg(10)
+            .timeout(Duration::from_secs(15))
+            .query_as::<Vec<String>>()
+            .await
+    });
+    // Give BLPOP time to block on the server.
+    assert!(
+        common::eventually(Duration::from_secs(3), || server
+            .command(&["CLIENT", "LIST"])
+            .contains("cmd=blpop"))
+        .await,
+        "BLPOP never reached the server"
+    );
+    // The shared connection is not stuck behind it.
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        client.set(format!("k{i}"), "v").await.unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    client
+        .cmd("LPUSH")
+        .arg("jobs")
+        .arg("job-1")
+        .query()
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), blpop)
+        .await
+        .expect("BLPOP answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, vec!["jobs".to_owned(), "job-1".to_owned()]);
+}
