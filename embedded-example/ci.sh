@@ -64,8 +64,12 @@ step "prerequisites" prerequisites
 step "firmware builds (release, $TARGET)" \
     cargo build -p resilis-gateway-f767 --target "$TARGET" --release
 step "driver feature sets compile for $TARGET" driver_features
-step "core tests on Cortex-M4 under QEMU" \
-    cargo test -p resilis-qemu --target "$TARGET"
+# Both profiles: debug keeps overflow checks, release is the code firmware ships.
+qemu_tests() {
+    cargo test -p resilis-qemu --target "$TARGET" &&
+        cargo test -p resilis-qemu --target "$TARGET" --release
+}
+step "core tests on Cortex-M4 under QEMU (debug and release)" qemu_tests
 step "driver and application tests (host)" host_tests
 step "footprint table" ./footprint.sh
 step "Embassy over TAP against redis-server" ./tap-test.sh
