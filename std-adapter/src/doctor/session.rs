@@ -283,6 +283,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
+/// What the core makes of a reply received during its handshake, e.g. an
+/// error the server sent on accept before we wrote anything: `None` when
+/// the core does not fail the handshake on it.
+pub(crate) fn classify_reply(config: &Config, reply: &[u8]) -> Option<DisconnectReason> {
+    let mut conn: Connection<4> = Connection::new(config.clone());
+    let now = resilis_core::Instant::ZERO;
+    conn.handle_start(now);
+    let mut fed = false;
+    // Each pass drains the outputs; the second feeds the reply. Bounded:
+    // the core produces a handful of outputs per input.
+    for _ in 0..2 {
+        for _ in 0..64 {
+            match conn.poll_output() {
+                Output::OpenTransport { tls, .. } => {
+                    conn.handle_transport_opened(now);
+                    if tls {
+                        conn.handle_tls_established(now);
+                    }
+                }
+                Output::Event(Event::Disconnected { reason }) => return Some(reason),
+                Output::Event(Event::Ready { .. }) => return None,
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        if !fed {
+            fed = true;
+            let _ = conn.handle_receive(now, reply);
+        }
+    }
+    None
+}
+
 /// The TLS alert the peer sent, when that is what ended the session.
 fn alert_of(error: &std::io::Error) -> Option<String> {
     match super::tls::rustls_error(error) {

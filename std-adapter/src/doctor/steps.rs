@@ -220,8 +220,9 @@ async fn walk(
     } else {
         let started = Instant::now();
         let mut session = Session::new(tcp);
-        let result = session.handshake(&config, limit).await;
-        if plaintext_tls_verdict(d, &config, &tls_settings, &result, addr, limit, started).await {
+        let mut result = session.handshake(&config, limit).await;
+        if plaintext_tls_verdict(d, &config, &tls_settings, &mut result, addr, limit, started).await
+        {
             return;
         }
         after_transport(

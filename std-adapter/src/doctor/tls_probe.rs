@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::report::{Status, Step, StepName};
-use super::session::{HandshakeResult, classify_io, quote};
+use super::session::{HandshakeResult, classify_io, classify_reply, quote};
 use super::steps::{Diagnosis, Failure, Trust, failure, show_duration};
 use super::tls;
 use crate::tls::TlsOptions;
@@ -279,16 +279,43 @@ fn not_spoken(addr: SocketAddr) -> Failure {
 /// On a plaintext URL: did the handshake fail because the server wants
 /// TLS? Confirms with a real ClientHello on a second connection. Returns
 /// whether it recorded a verdict (the TLS step failed).
+///
+/// A closed connection is not always TLS: Redis writes `-DENIED` or
+/// `-ERR max number of clients reached` on accept and closes at once, and
+/// when our HELLO lands after that close, the kernel answers with a reset
+/// that throws the unread error away. So first a silent connection listens
+/// for what the server says unprompted; if that is a Redis error, it
+/// replaces `result` and the handshake step reports it.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn plaintext_tls_verdict(
     d: &mut Diagnosis,
     config: &Config,
     settings: &TlsOptions,
-    result: &HandshakeResult,
+    result: &mut HandshakeResult,
     addr: SocketAddr,
     limit: Duration,
     started: Instant,
 ) -> bool {
+    let closed_silently = !result.received_any
+        && matches!(
+            result.outcome,
+            Err(
+                DisconnectReason::TlsRequired(TlsEvidence::ClosedWithoutReply)
+                    | DisconnectReason::Transport(TransportError::Closed | TransportError::Reset)
+            )
+        );
+    if closed_silently
+        && let Some(said) = speaks_first(addr, limit.min(UNPROMPTED_WAIT)).await
+        && let Some(reason) = classify_reply(config, &said)
+    {
+        result.outcome = Err(reason);
+        result.server_error = Some(
+            quote(said.strip_prefix(b"-").unwrap_or(&said))
+                .trim_end()
+                .to_owned(),
+        );
+        result.received_any = true;
+    }
     let suspicious = match &result.outcome {
         Ok(_) => false,
         Err(DisconnectReason::TlsRequired(_)) => true,
@@ -371,6 +398,29 @@ pub(super) async fn plaintext_tls_verdict(
     }
 }
 
+/// How long a silent connection waits for the server to speak first
+/// (Redis refuses on accept at once; a TLS server waits for us).
+const UNPROMPTED_WAIT: Duration = Duration::from_millis(500);
+
+/// Connects again, sends nothing, and returns the first line the server
+/// volunteers, if it is a RESP error.
+async fn speaks_first(addr: SocketAddr, limit: Duration) -> Option<Vec<u8>> {
+    let mut tcp = timeout(limit, TcpStream::connect(addr)).await.ok()?.ok()?;
+    // Redis 7's DENIED message alone is about 1 KB.
+    let mut buf = vec![0u8; 8 * 1024];
+    let mut len = 0;
+    let deadline = tokio::time::Instant::now() + limit;
+    while len < buf.len() && !buf[..len].windows(2).any(|w| w == b"\r\n") {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf[len..])).await {
+            Ok(Ok(n)) if n > 0 => len += n,
+            _ => break,
+        }
+    }
+    let line_end = buf[..len].windows(2).position(|w| w == b"\r\n")?;
+    buf.truncate(line_end + 2);
+    (buf.first() == Some(&b'-')).then_some(buf)
+}
+
 /// Connects again and tries a TLS handshake that accepts any certificate:
 /// only to learn whether the port speaks TLS. Nothing is sent after it.
 async fn speaks_tls(
@@ -413,7 +463,8 @@ async fn speaks_plain_resp(addr: SocketAddr, limit: Duration) -> Option<String> 
         .await
         .ok()?
         .ok()?;
-    let mut buf = [0u8; 512];
+    // Long enough for Redis 7's DENIED message (about 1 KB).
+    let mut buf = vec![0u8; 8 * 1024];
     let mut len = 0;
     let deadline = tokio::time::Instant::now() + limit;
     while len < buf.len() {
