@@ -271,7 +271,7 @@ async fn plaintext_server_with_rediss_says_tls_not_spoken() {
     let server = RedisServer::start();
     let url = format!("rediss://127.0.0.1:{}", server.port());
     let options = Options {
-        timeout: Duration::from_millis(500),
+        timeout: Duration::from_millis(1000),
         ..no_dns()
     };
     let report = diagnose_with(&url, &[], &options).await;
@@ -511,6 +511,31 @@ async fn protected_mode_denied_from_a_non_loopback_source() {
     assert_fails(&report, StepName::Handshake, "ProtectedMode");
     assert!(report.verdict.problem.contains("protected mode"));
     assert!(fix(&report).contains("requirepass"));
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_exist() {
+    let server = RedisServer::start();
+    let report = diagnose(&format!("{}/99", server.url()), &[]).await;
+    assert_fails(&report, StepName::Handshake, "InvalidDatabase");
+    assert!(fix(&report).contains("REDIS_DB"), "{}", fix(&report));
+}
+
+#[tokio::test]
+async fn a_server_without_hello_is_diagnosed_over_resp2() {
+    // Like Redis before 6: the core falls back to AUTH on RESP2.
+    let server = RedisServer::builder()
+        .resp2_only()
+        .requirepass("pw")
+        .start();
+    let url = format!("redis://:pw@127.0.0.1:{}", server.port());
+    let report = diagnose(&url, &[]).await;
+    assert_healthy(&report);
+    let handshake = report.step(StepName::Handshake).unwrap();
+    assert!(handshake.summary.contains("RESP2"), "{}", handshake.summary);
+    let info = report.server.as_ref().unwrap();
+    assert_eq!(info.protocol, Some(2));
+    assert!(info.version.is_some() && info.maxclients.is_some());
 }
 
 // ---- configuration ------------------------------------------------------------
