@@ -289,8 +289,7 @@ pub(crate) fn explain_certificate(error: &rustls::Error, expected: &str) -> Stri
     };
     match cert {
         CertificateError::UnknownIssuer => {
-            "signed by a CA that is not trusted (not in the Mozilla roots nor in REDIS_TLS_CA_FILE)"
-                .to_owned()
+            "its issuer is neither in the Mozilla roots nor in REDIS_TLS_CA_FILE".to_owned()
         }
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
             "the certificate has expired".to_owned()

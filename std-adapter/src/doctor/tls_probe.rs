@@ -187,8 +187,17 @@ async fn tls_failure(
 ) {
     let rustls_error = tls::rustls_error(error);
     if let Some(e @ rustls::Error::InvalidCertificate(cert)) = rustls_error {
-        let why = tls::explain_certificate(e, expected);
         let leaf = seen.and_then(|s| s.chain.first()).and_then(tls::summarize);
+        let why = match (cert, &leaf) {
+            (rustls::CertificateError::UnknownIssuer, Some(l)) if l.self_signed => {
+                "it is self-signed, and not in REDIS_TLS_CA_FILE".to_owned()
+            }
+            (rustls::CertificateError::UnknownIssuer, Some(l)) => format!(
+                "its issuer ({}) is neither in the Mozilla roots nor in REDIS_TLS_CA_FILE",
+                l.issuer
+            ),
+            _ => tls::explain_certificate(e, expected),
+        };
         let fix = match cert {
             rustls::CertificateError::NotValidForName
             | rustls::CertificateError::NotValidForNameContext { .. } => match &leaf {
@@ -206,8 +215,10 @@ async fn tls_failure(
                 "check this machine's clock (NTP), then the certificate's validity dates".to_owned()
             }
             _ => format!(
-                "{}. REDIS_TLS_INSECURE=true skips verification: the connection stays encrypted, but anyone in the path can impersonate the server and read the password",
-                DisconnectReason::TlsCertificate.fix()
+                "{}; insecure mode keeps the connection encrypted, but anyone in the path can then impersonate the server and read the password",
+                DisconnectReason::TlsCertificate
+                    .fix()
+                    .trim_start_matches("the server's certificate is not trusted: ")
             ),
         };
         d.fail(
