@@ -79,6 +79,20 @@ wait_for() {
         sleep 0.1
     done
 }
+# After "PASS <what>: shut down" the binary prints no event of that connection.
+no_events_after_shutdown() {
+    local pair what tag line
+    for pair in "wrong-ca|wrong-ca" "plaintext to the TLS port|plain-to-tls-port" \
+        "TLS to the plaintext port|tls-to-plain-port"; do
+        what="${pair%%|*}"
+        tag="event[${pair##*|}]"
+        line=$(grep -n -F "PASS $what: shut down" "$LOG" | head -1 | cut -d: -f1)
+        [[ -n "$line" ]] || return 1
+        if tail -n +"$((line + 1))" "$LOG" | grep -q -F "$tag"; then
+            return 1
+        fi
+    done
+}
 host_running() { [[ -n "$HOST_PID" ]] && kill -0 "$HOST_PID" 2>/dev/null; }
 
 echo "== build the host binary"
@@ -170,7 +184,7 @@ wait "$HOST_PID" || host_status=$?
 HOST_PID=""
 
 echo "== host binary output (events and checks)"
-grep -E "^(PASS|FAIL)|event\[(plain|tls)\].*(Disconnected|Reconnecting|Down|Ready|Fallback)|event\[wrong-ca\].*Failed|source=Fallback" "$LOG" | head -60 || true
+grep -E "^(PASS|FAIL)|event\[(plain|tls)\].*(Disconnected|Reconnecting|Down|Ready|Fallback)|event\[wrong-ca\].*Failed|event\[[a-z-]+\].*to: Shutdown|source=Fallback" "$LOG" | head -80 || true
 
 check "host binary exited 0 (was $host_status)" test "$host_status" -eq 0
 check "plain: PING -> PONG" in_log "PASS plain: PING -> PONG"
@@ -180,6 +194,8 @@ check "TLS 1.3 verified: SET then GET" in_log "PASS tls: SET resilis:e2e:tls the
 check "TLS with an untrusted CA refused" in_log "PASS tls with an untrusted CA"
 check "plaintext to the TLS port diagnosed (the seed's failure)" in_log "PASS plaintext to the TLS port: diagnosed as TlsRequired"
 check "TLS to the plaintext port diagnosed" in_log "PASS TLS to the plaintext port: diagnosed as TlsTimeout"
+check "shutdown ends the failing connections" test "$(count_in_log "shut down, no more reconnects")" -eq 3
+check "no reconnect after shutdown" no_events_after_shutdown
 check "redis-server stop seen by the core (plain: EOF)" in_log "event\[plain\].*Disconnected { reason: Transport(Closed) }"
 check "redis-server stop seen by the core (TLS: EOF)" in_log "event\[tls\].*Disconnected { reason: Transport(Closed) }"
 check "reconnects refused while redis-server is down" in_log "event\[plain\].*Disconnected { reason: Transport(Refused) }"

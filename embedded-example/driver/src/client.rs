@@ -23,6 +23,8 @@ pub struct Request<const CMD: usize> {
     pub(crate) bytes: Vec<u8, CMD>,
     pub(crate) idempotent: bool,
     pub(crate) timeout: Duration,
+    /// Not a command: close the connection for good (`handle_shutdown`).
+    pub(crate) shutdown: bool,
 }
 
 /// How to submit a command.
@@ -212,6 +214,33 @@ impl<'a, M: RawMutex, const CMD: usize, const REPLY: usize> Client<'a, M, CMD, R
         }
     }
 
+    /// Closes the connection for good (TLS close_notify and TCP FIN, when
+    /// open): a command in flight is resolved as indeterminate, later calls
+    /// fail with `SubmitError::Shutdown`, nothing reconnects. Waits at most
+    /// `timeout` for the runner to get there.
+    pub async fn shutdown(&mut self, timeout: Duration) -> bool {
+        self.seq = self.seq.wrapping_add(1);
+        let request = Request {
+            seq: self.seq,
+            bytes: Vec::new(),
+            idempotent: false,
+            timeout,
+            shutdown: true,
+        };
+        let deadline = Instant::now() + timeout;
+        if with_deadline(deadline, self.shared.requests.send(request))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        self.wait_for(deadline.saturating_duration_since(Instant::now()), |s| {
+            s.phase == PhaseKind::Shutdown
+        })
+        .await
+        .is_some()
+    }
+
     /// Encodes a command with `encode` (any `resp::encode` helper) and runs
     /// it: the reply, or why there is none.
     pub async fn call(
@@ -231,6 +260,7 @@ impl<'a, M: RawMutex, const CMD: usize, const REPLY: usize> Client<'a, M, CMD, R
             bytes,
             idempotent: options.idempotent,
             timeout: options.timeout,
+            shutdown: false,
         };
         let deadline = Instant::now() + options.timeout + RUNNER_GRACE;
         with_deadline(deadline, async {

@@ -310,6 +310,11 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
     }
 
     fn submit(&mut self, request: Request<CMD>) {
+        if request.shutdown {
+            // The Close, the resolutions and the events follow in the drain.
+            self.conn.handle_shutdown(time::now());
+            return;
+        }
         if self.pending.is_some() {
             self.shared.respond(request.seq, Err(Error::Busy));
             return;

@@ -308,3 +308,22 @@ fn stalled_tls_handshake_is_a_tls_timeout_not_a_connect_timeout() {
         assert!(down.fallback_active);
     })
 }
+
+#[test]
+fn shutdown_closes_for_good() {
+    let net = Net::new();
+    scenario!(net, client, {
+        assert!(client.wait_ready(Duration::from_secs(2)).await);
+        assert!(client.shutdown(Duration::from_secs(1)).await);
+        assert_eq!(client.status().phase, PhaseKind::Shutdown);
+        let refused = client.call(encode::ping, OPTS).await;
+        assert_eq!(
+            refused,
+            Err(Error::Submit(resilis_core::SubmitError::Shutdown))
+        );
+        // Nothing reconnects, however long we wait.
+        Timer::after(Duration::from_millis(200)).await;
+        assert_eq!(net.attempts.borrow().len(), 1);
+        assert_eq!(client.status().phase, PhaseKind::Shutdown);
+    })
+}

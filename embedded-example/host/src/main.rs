@@ -196,6 +196,14 @@ async fn watchdog() {
     fail(&format!("the run took longer than {} s", OVERALL.as_secs()));
 }
 
+/// Ends a connection that served its check, so it stops retrying.
+async fn shut_down(what: &str, client: &mut RedisClient) {
+    if !client.shutdown(Duration::from_secs(5)).await {
+        fail(&format!("{what}: shutdown: {:?}", client.status()));
+    }
+    pass(&format!("{what}: shut down, no more reconnects"));
+}
+
 /// Ready, PING, SET, GET of the same value.
 async fn basic_checks(name: &str, app: &mut App) {
     if !app.client().wait_ready(Duration::from_secs(15)).await {
@@ -265,7 +273,7 @@ async fn main(spawner: Spawner) {
         verify: Verify::Ca(wrong_ca),
         server_name: Some(server_name),
     };
-    let (runner, client) = connection(stack, config(&tls_url), untrusted, wrong_ca_events);
+    let (runner, mut client) = connection(stack, config(&tls_url), untrusted, wrong_ca_events);
     spawner.spawn(redis_task(runner).unwrap_or_else(|_| fail("spawn wrong-ca")));
     match client
         .wait_for(Duration::from_secs(15), |s| s.phase == PhaseKind::Failed)
@@ -276,6 +284,7 @@ async fn main(spawner: Spawner) {
         }
         other => fail(&format!("tls with an untrusted CA: {other:?}")),
     }
+    shut_down("wrong-ca", &mut client).await;
 
     // The seed's failure and its mirror image: the wrong scheme for the port.
     // A TLS-only port closes a plaintext connection without a byte of reply:
@@ -298,7 +307,7 @@ async fn main(spawner: Spawner) {
     ];
     for (config, hook, what) in wrong_scheme {
         let tls = config.tls;
-        let (runner, client) = connection(stack, config, verified, hook);
+        let (runner, mut client) = connection(stack, config, verified, hook);
         spawner.spawn(redis_task(runner).unwrap_or_else(|_| fail("spawn wrong-scheme")));
         let seen = client
             .wait_for(Duration::from_secs(15), |s| s.last_reason.is_some())
@@ -314,6 +323,7 @@ async fn main(spawner: Spawner) {
             )),
             other => fail(&format!("{what}: {other:?}")),
         }
+        shut_down(what, &mut client).await;
     }
 
     if args.outage {
