@@ -19,6 +19,19 @@
 //! failure can be tested without a query leaving the machine.
 //!
 //! [`watch`] is the live view of the core state machine (`resilis watch`).
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use resilis::doctor::{self, Options};
+//! // What the application would connect to (REDIS_URL, REDIS_*...):
+//! let report = doctor::diagnose(None, &doctor::process_env, &Options::default()).await;
+//! print!("{}", doctor::render(&report)); // or report.to_json()
+//! if let Some(fix) = &report.verdict.fix {
+//!     eprintln!("fix: {fix}");
+//! }
+//! std::process::exit(report.exit_code());
+//! # }
+//! ```
 
 mod redis_steps;
 mod render;

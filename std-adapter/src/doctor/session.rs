@@ -348,3 +348,65 @@ pub(crate) fn classify_io(error: &std::io::Error) -> TransportError {
 pub(crate) fn reason_name(reason: &DisconnectReason) -> String {
     format!("{reason:?}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::from_url("redis://127.0.0.1:6379").unwrap()
+    }
+
+    #[test]
+    fn errors_a_server_volunteers_are_classified_by_the_core() {
+        let denied =
+            b"-DENIED Redis is running in protected mode because protected mode is enabled\r\n";
+        assert_eq!(
+            classify_reply(&config(), denied),
+            Some(DisconnectReason::ProtectedMode)
+        );
+        assert_eq!(
+            classify_reply(&config(), b"-ERR max number of clients reached\r\n"),
+            Some(DisconnectReason::MaxClients)
+        );
+        assert_eq!(
+            classify_reply(&config(), b"\x15\x03\x03\x00\x02\x02\x28"),
+            Some(DisconnectReason::TlsRequired(
+                resilis_core::TlsEvidence::TlsRecord
+            ))
+        );
+        // A proper HELLO reply is no failure.
+        let hello = b"%1\r\n$5\r\nproto\r\n:3\r\n";
+        assert_eq!(classify_reply(&config(), hello), None);
+    }
+
+    #[test]
+    fn server_text_is_quoted_printable_and_short() {
+        assert_eq!(quote(b"ERR bad\r\nthing"), "ERR bad  thing");
+        let long = quote(&[b'x'; 500]);
+        assert_eq!(long.chars().count(), QUOTE + 1);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn io_errors_map_to_the_core_s_transport_errors() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            classify_io(&Error::from(ErrorKind::ConnectionRefused)),
+            TransportError::Refused
+        );
+        assert_eq!(
+            classify_io(&Error::from(ErrorKind::ConnectionReset)),
+            TransportError::Reset
+        );
+        assert_eq!(
+            classify_io(&Error::from(ErrorKind::UnexpectedEof)),
+            TransportError::Closed
+        );
+        let not_tls = Error::new(
+            ErrorKind::InvalidData,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        );
+        assert_eq!(classify_io(&not_tls), TransportError::TlsNotSpoken);
+    }
+}

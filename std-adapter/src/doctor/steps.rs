@@ -607,3 +607,27 @@ pub(super) fn show_duration(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shown_url_never_has_the_password() {
+        let shown = |url: &str| redacted_url(&Config::from_url(url).unwrap());
+        assert_eq!(
+            shown("rediss://app:hunter2@cache.example.com:25061/3"),
+            "rediss://app:***@cache.example.com:25061/3"
+        );
+        assert_eq!(shown("redis://:hunter2@[::1]"), "redis://:***@[::1]:6379/0");
+        assert_eq!(shown("redis://app@h"), "redis://app@h:6379/0");
+        assert_eq!(shown("redis://h"), "redis://h:6379/0");
+    }
+
+    #[test]
+    fn durations_read_like_the_config_s() {
+        assert_eq!(show_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(millis(Duration::from_micros(1_234_567)), 1234.6);
+    }
+}
