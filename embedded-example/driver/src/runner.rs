@@ -27,6 +27,9 @@ use crate::fmt::{debug, info, warning};
 use crate::time;
 use crate::transport::{Connector, Progress, Target, Transport};
 
+/// The least time a write is given, whatever the core's next deadline.
+const MIN_WRITE_WINDOW: resilis_core::Duration = resilis_core::Duration::from_millis(250);
+
 /// How long a polite close (TLS close_notify, TCP FIN) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -345,8 +348,11 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
         let mut wrote = false;
         let mut gone = false;
         let wait = loop {
-            // Taken before polling: a write may not outlast the core's next deadline.
-            let deadline = self.conn.poll_timeout();
+            // Taken before polling: a write may not outlast the core's next
+            // deadline by much. The floor keeps a deadline that is already
+            // due (its timer not yet handled) from failing a healthy write.
+            let floor = time::now() + MIN_WRITE_WINDOW;
+            let deadline = self.conn.poll_timeout().map(|at| at.max(floor));
             let mut failed = None;
             match self.conn.poll_output() {
                 Output::Wait(at) => break at,
@@ -399,14 +405,17 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
             }
         };
         if wrote && let Some(transport) = link {
-            let flushed = match wait {
+            // TLS writes its records here: a flush cut short would leave half
+            // a record on the wire, so running out of time breaks the stream.
+            let floor = time::now() + MIN_WRITE_WINDOW;
+            let flushed = match wait.map(|at| at.max(floor)) {
                 Some(at) => with_deadline(time::from_core(at), transport.flush())
                     .await
-                    .unwrap_or(Ok(())),
-                None => transport.flush().await,
+                    .map_err(|_| TransportError::TimedOut)
+                    .and_then(|r| r.map_err(|e| T::classify(&e))),
+                None => transport.flush().await.map_err(|e| T::classify(&e)),
             };
             if let Err(error) = flushed {
-                let error = T::classify(&error);
                 warning!("flush failed: {:?}", error);
                 self.conn.handle_transport_failed(time::now(), error);
                 // Whatever the core has to say about it is drained next time.
