@@ -23,6 +23,9 @@ use crate::tls::TlsOptions;
 
 /// A certificate expiring sooner than this is a warning.
 const EXPIRY_WARNING_DAYS: i64 = 14;
+/// A TLS handshake still pending after this long (or a quarter of the step
+/// limit) makes the doctor ask the port in plaintext too.
+const PLAINTEXT_PROBE_AFTER: Duration = Duration::from_millis(500);
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn tls_step(
@@ -56,7 +59,23 @@ pub(super) async fn tls_step(
         recorder,
     } = trust;
     let connector = TlsConnector::from(trust);
-    let result = timeout(limit, connector.connect(name.clone(), tcp)).await;
+    let handshake = timeout(limit, connector.connect(name.clone(), tcp));
+    // A plaintext Redis reads our ClientHello as an inline command and waits
+    // for a newline that may never come: if the handshake is still pending
+    // after a moment, ask the port in plaintext meanwhile.
+    let plaintext_meanwhile = async {
+        tokio::time::sleep((limit / 4).min(PLAINTEXT_PROBE_AFTER)).await;
+        speaks_plain_resp(addr, limit).await
+    };
+    let result = tokio::select! {
+        result = handshake => result,
+        Some(reply) = plaintext_meanwhile => {
+            let mut details = vec![format!("the TLS handshake got no answer, but a plaintext PING on {addr} got: {reply}")];
+            details.extend(cert_details(tls::seen(&recorder).as_ref()));
+            d.fail(StepName::Tls, started, details, not_spoken(addr));
+            return None;
+        }
+    };
     let seen = tls::seen(&recorder);
     let mut details = cert_details(seen.as_ref());
     let stream = match result {
