@@ -10,12 +10,16 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use resilis_tests::RedisServer;
+use resilis_tests::{RedisServer, TestPki};
 
 /// Far above what `--for` asks: only a hung process reaches it.
 const HANG: Duration = Duration::from_secs(20);
 
 fn watch(args: &[&str]) -> Child {
+    watch_env(args, &[])
+}
+
+fn watch_env(args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_resilis"));
     for (name, _) in std::env::vars() {
         if name.starts_with("REDIS_") {
@@ -24,6 +28,7 @@ fn watch(args: &[&str]) -> Child {
     }
     cmd.arg("watch")
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -205,4 +210,25 @@ fn watch_with_an_invalid_url_exits_3_with_the_fix() {
         text.contains("port must be a number from 1 to 65535"),
         "{text}"
     );
+}
+
+#[test]
+fn watch_over_tls_uses_the_tls_variables_like_the_library() {
+    let pki = TestPki::generate();
+    let server = RedisServer::builder().tls_only(&pki).start();
+    let ca = pki.ca.cert_path.to_str().unwrap();
+    let mut child = watch_env(
+        &["--for", "1500ms", "--refresh", "250ms", &server.tls_url()],
+        &[("REDIS_TLS_CA_FILE", ca)],
+    );
+    let rx = lines(&mut child);
+    let mut seen = Vec::new();
+    let code = finish(child, &rx, &mut seen);
+    let text = seen.join("\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("resilis watch: rediss://127.0.0.1:"),
+        "{text}"
+    );
+    assert!(text.contains("ready: RESP3"), "{text}");
 }
