@@ -41,6 +41,9 @@ LOG="$WORK/host.log"
 
 cleanup() {
     local status=$?
+    # A signal can land in a command substitution's subshell: only the
+    # script itself tears down.
+    [[ "$BASHPID" == "$$" ]] || exit "$status"
     set +e
     for pid in "$HOST_PID" "$REDIS_PID"; do
         [[ -n "$pid" ]] && kill "$pid" 2>/dev/null
@@ -48,7 +51,7 @@ cleanup() {
     for pid in "$HOST_PID" "$REDIS_PID"; do
         [[ -n "$pid" ]] || continue
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
     done
     ip -n "$NS" link del "$TAP" 2>/dev/null
     ip netns del "$NS" 2>/dev/null
