@@ -128,6 +128,29 @@ pub(crate) async fn run(
     }
     d.steps
         .sort_by_key(|s| StepName::ALL.iter().position(|n| *n == s.name));
+    let finished = d
+        .steps
+        .iter()
+        .any(|s| s.name == StepName::Info && matches!(s.status, Status::Ok | Status::Warn));
+    if d.failure.is_none() && !finished {
+        // Every early return records a failure; this is a bug, not health.
+        return Report {
+            schema: Report::SCHEMA,
+            target: d.target,
+            steps: d.steps,
+            ping: d.ping,
+            server: d.server,
+            verdict: Verdict {
+                healthy: false,
+                exit_code: 1,
+                failed_step: None,
+                reason: None,
+                problem: "the doctor stopped without a verdict (a bug in resilis: please report it with this output)".to_owned(),
+                fix: None,
+                warnings: d.warnings,
+            },
+        };
+    }
     let verdict = match d.failure {
         Some(f) => Verdict {
             healthy: false,
@@ -196,9 +219,9 @@ async fn walk(
     };
 
     // ---- TLS and the handshake -------------------------------------------
-    if config.tls {
+    // `trust` is there exactly when the config asks for TLS.
+    if let Some(trust) = trust {
         let started = Instant::now();
-        let Some(trust) = trust else { return };
         let Some(stream) =
             tls_step(d, &config, &tls_settings, trust, tcp, addr, limit, started).await
         else {
