@@ -192,6 +192,9 @@ pub enum Ended {
     /// Refused at once: the connection is down (or failed for good).
     Down,
     Backpressure,
+    /// `-LOADING`: the server was loading its dataset after a restart and
+    /// refused the command (not applied).
+    Loading,
     /// Anything else (a server error reply, shutdown...), with its text.
     Other(String),
     /// Still pending after the test's hard cap: a hang.
@@ -207,6 +210,7 @@ impl Ended {
             Err(E::Indeterminate { .. }) => Ended::Indeterminate,
             Err(E::ConnectionDown { .. }) => Ended::Down,
             Err(E::Backpressure { .. }) => Ended::Backpressure,
+            Err(E::Server(text)) if text.starts_with("LOADING") => Ended::Loading,
             Err(e) => Ended::Other(e.to_string()),
         }
     }
@@ -220,6 +224,7 @@ pub struct Tally {
     pub indeterminate: u64,
     pub down: u64,
     pub backpressure: u64,
+    pub loading: u64,
     pub other: Vec<String>,
     pub hung: u64,
     pub max_latency: Duration,
@@ -234,6 +239,7 @@ impl Tally {
             Ended::Indeterminate => self.indeterminate += 1,
             Ended::Down => self.down += 1,
             Ended::Backpressure => self.backpressure += 1,
+            Ended::Loading => self.loading += 1,
             Ended::Other(e) => self.other.push(e.clone()),
             Ended::Hung => self.hung += 1,
         }
@@ -245,6 +251,7 @@ impl Tally {
         self.indeterminate += other.indeterminate;
         self.down += other.down;
         self.backpressure += other.backpressure;
+        self.loading += other.loading;
         self.other.extend(other.other.iter().cloned());
         self.hung += other.hung;
         self.max_latency = self.max_latency.max(other.max_latency);
@@ -256,6 +263,7 @@ impl Tally {
             + self.indeterminate
             + self.down
             + self.backpressure
+            + self.loading
             + self.other.len() as u64
             + self.hung
     }

@@ -62,6 +62,9 @@ pub struct SoakSummary {
     /// Refused at once: connection down (no fallback for that command).
     pub down: u64,
     pub backpressure: u64,
+    /// `-LOADING` replies: Redis was still loading its dataset after a
+    /// restart although the client's handshake had succeeded (not applied).
+    pub loading: u64,
     /// Any other error; listed, since there should be none.
     pub other: Vec<String>,
     /// Calls still pending past deadline + slack + 5 s.
@@ -109,7 +112,7 @@ impl fmt::Display for SoakSummary {
         writeln!(
             f,
             "soak {:?} seed {}: {} ops: {} ok, {} fallback, {} indeterminate, {} timed out, {} down, \
-             {} backpressure, {} other, {} hung",
+             {} backpressure, {} LOADING, {} other, {} hung",
             self.duration,
             self.seed,
             self.ops,
@@ -119,6 +122,7 @@ impl fmt::Display for SoakSummary {
             self.timed_out,
             self.down,
             self.backpressure,
+            self.loading,
             self.other.len(),
             self.hung
         )?;
@@ -146,6 +150,12 @@ impl fmt::Display for SoakSummary {
             self.incr_counters_out_of_bounds,
             self.wrong_reads
         )?;
+        if !self.other.is_empty() {
+            let mut distinct: Vec<&String> = self.other.iter().collect();
+            distinct.sort();
+            distinct.dedup();
+            writeln!(f, "  other errors: {distinct:?}")?;
+        }
         write!(
             f,
             "  lost {}, panics {}, peak RSS {} KiB",
@@ -187,6 +197,7 @@ struct WorkerLog {
     timed_out: u64,
     down: u64,
     backpressure: u64,
+    loading: u64,
     other: Vec<String>,
     hung: u64,
     max_latency: Duration,
@@ -210,6 +221,7 @@ impl WorkerLog {
             Ended::Indeterminate => self.indeterminate += 1,
             Ended::Down => self.down += 1,
             Ended::Backpressure => self.backpressure += 1,
+            Ended::Loading => self.loading += 1,
             Ended::Other(e) => self.other.push(e.clone()),
             Ended::Hung => self.hung += 1,
         }
@@ -453,6 +465,7 @@ async fn soak(options: SoakOptions) -> SoakSummary {
         s.timed_out += log.timed_out;
         s.down += log.down;
         s.backpressure += log.backpressure;
+        s.loading += log.loading;
         s.other.extend(log.other);
         s.hung += log.hung;
         s.max_latency = s.max_latency.max(log.max_latency);
