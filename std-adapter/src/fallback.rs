@@ -22,6 +22,7 @@
 //! `active == false` and goes to Redis: never lost in between.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 /// Sizes and lifetimes of the fallback cache.
@@ -67,24 +68,33 @@ pub(crate) enum OutageWrite {
 
 const ENTRY_OVERHEAD: usize = 64;
 const NIL: usize = usize::MAX;
+/// A freed slot keeps its buffers for the next insert, up to this size.
+const KEEP_CAPACITY: usize = 4096;
 
 struct Node {
-    key: Box<[u8]>,
+    key: Vec<u8>,
     value: Vec<u8>,
+    /// The key's hash, so that evicting never hashes again.
+    hash: u64,
     expires: Option<Instant>,
     prev: usize,
     next: usize,
 }
 
-/// LRU with O(1) operations: a hash map into a slab of nodes linked from
-/// most (`head`) to least (`tail`) recently used.
+/// LRU with O(1) operations: a hash table of slot indices into a slab of
+/// nodes linked from most (`head`) to least (`tail`) recently used. Each
+/// operation hashes the key once (SipHash, randomly keyed: keys may come from
+/// users), keys are stored once, and a slot freed by eviction is reused with
+/// its buffers, so a full cache inserts without allocating.
 pub(crate) struct Lru {
-    map: HashMap<Box<[u8]>, usize>,
+    table: hashbrown::HashTable<usize>,
+    hasher: RandomState,
     nodes: Vec<Node>,
     free: Vec<usize>,
     head: usize,
     tail: usize,
     bytes: usize,
+    len: usize,
     max_entries: usize,
     max_bytes: usize,
     pub(crate) evictions: u64,
@@ -93,12 +103,14 @@ pub(crate) struct Lru {
 impl Lru {
     pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Lru {
         Lru {
-            map: HashMap::new(),
+            table: hashbrown::HashTable::new(),
+            hasher: RandomState::new(),
             nodes: Vec::new(),
             free: Vec::new(),
             head: NIL,
             tail: NIL,
             bytes: 0,
+            len: 0,
             max_entries,
             max_bytes,
             evictions: 0,
@@ -106,7 +118,7 @@ impl Lru {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -115,6 +127,11 @@ impl Lru {
 
     fn cost(key: &[u8], value: &[u8]) -> usize {
         key.len() + value.len() + ENTRY_OVERHEAD
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        let nodes = &self.nodes;
+        self.table.find(hash, |&i| nodes[i].key == key).copied()
     }
 
     fn unlink(&mut self, i: usize) {
@@ -145,18 +162,26 @@ impl Lru {
 
     fn remove_index(&mut self, i: usize) {
         self.unlink(i);
+        let hash = self.nodes[i].hash;
+        if let Ok(entry) = self.table.find_entry(hash, |&j| j == i) {
+            entry.remove();
+        }
         let node = &mut self.nodes[i];
         self.bytes -= Lru::cost(&node.key, &node.value);
-        let key = std::mem::take(&mut node.key);
-        node.value = Vec::new();
-        self.map.remove(&key);
+        self.len -= 1;
+        for buf in [&mut node.key, &mut node.value] {
+            buf.clear();
+            if buf.capacity() > KEEP_CAPACITY {
+                *buf = Vec::new();
+            }
+        }
         self.free.push(i);
     }
 
     /// The live value of `key`, marking it most recently used; an expired
     /// entry is removed and reads as absent.
     pub(crate) fn get(&mut self, key: &[u8], now: Instant) -> Option<&[u8]> {
-        let i = *self.map.get(key)?;
+        let i = self.find(self.hasher.hash_one(key), key)?;
         if self.nodes[i].expires.is_some_and(|e| e <= now) {
             self.remove_index(i);
             return None;
@@ -172,8 +197,8 @@ impl Lru {
     }
 
     pub(crate) fn remove(&mut self, key: &[u8], now: Instant) -> bool {
-        match self.map.get(key) {
-            Some(&i) => {
+        match self.find(self.hasher.hash_one(key), key) {
+            Some(i) => {
                 let live = self.nodes[i].expires.is_none_or(|e| e > now);
                 self.remove_index(i);
                 live
@@ -187,19 +212,22 @@ impl Lru {
         if self.get(key, now).is_none() {
             return false;
         }
-        if let Some(&i) = self.map.get(key) {
-            self.nodes[i].expires = Some(expires);
+        // `get` just made it the head.
+        if self.head != NIL {
+            self.nodes[self.head].expires = Some(expires);
         }
         true
     }
 
-    /// Inserts or replaces, then evicts least recently used entries until
-    /// both bounds hold. A value larger than the whole cache is not kept
-    /// (and any older value of the key is dropped, never served stale).
+    /// Inserts or replaces, evicting least recently used entries until both
+    /// bounds hold. A value larger than the whole cache is not kept (and any
+    /// older value of the key is dropped, never served stale).
     pub(crate) fn put(&mut self, key: &[u8], value: &[u8], expires: Option<Instant>) {
         let cost = Lru::cost(key, value);
-        if let Some(&i) = self.map.get(key) {
-            if cost > self.max_bytes || self.max_entries == 0 {
+        let hash = self.hasher.hash_one(key);
+        let fits = cost <= self.max_bytes && self.max_entries > 0;
+        if let Some(i) = self.find(hash, key) {
+            if !fits {
                 self.remove_index(i);
                 return;
             }
@@ -210,35 +238,51 @@ impl Lru {
             node.expires = expires;
             self.unlink(i);
             self.push_front(i);
-        } else {
-            if cost > self.max_bytes || self.max_entries == 0 {
-                return;
-            }
-            let boxed: Box<[u8]> = key.into();
-            let node = Node {
-                key: boxed.clone(),
-                value: value.to_vec(),
-                expires,
-                prev: NIL,
-                next: NIL,
-            };
-            let i = match self.free.pop() {
-                Some(i) => {
-                    self.nodes[i] = node;
-                    i
-                }
-                None => {
-                    self.nodes.push(node);
-                    self.nodes.len() - 1
-                }
-            };
-            self.map.insert(boxed, i);
-            self.bytes += cost;
-            self.push_front(i);
+            self.evict();
+            return;
         }
-        // Bounded: each round removes one entry, and the newest never goes
-        // (its own cost fits the byte bound, checked above).
-        while (self.map.len() > self.max_entries || self.bytes > self.max_bytes)
+        if !fits {
+            return;
+        }
+        // Make room first, so the slot just freed (and its buffers) is reused.
+        // Bounded: each round removes one entry.
+        while (self.len + 1 > self.max_entries || self.bytes + cost > self.max_bytes)
+            && self.tail != NIL
+        {
+            let t = self.tail;
+            self.remove_index(t);
+            self.evictions += 1;
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.nodes.push(Node {
+                    key: Vec::new(),
+                    value: Vec::new(),
+                    hash: 0,
+                    expires: None,
+                    prev: NIL,
+                    next: NIL,
+                });
+                self.nodes.len() - 1
+            }
+        };
+        let node = &mut self.nodes[i];
+        node.key.extend_from_slice(key);
+        node.value.extend_from_slice(value);
+        node.hash = hash;
+        node.expires = expires;
+        let nodes = &self.nodes;
+        self.table.insert_unique(hash, i, |&j| nodes[j].hash);
+        self.len += 1;
+        self.bytes += cost;
+        self.push_front(i);
+    }
+
+    /// After a value grew in place: evicts from the tail, never the entry
+    /// just written (its own cost fits the bound).
+    fn evict(&mut self) {
+        while (self.len > self.max_entries || self.bytes > self.max_bytes)
             && self.tail != NIL
             && self.tail != self.head
         {
@@ -423,6 +467,64 @@ mod tests {
             assert!(lru.remove(&key, now));
         }
         assert!(lru.nodes.len() <= 1, "slab grew to {}", lru.nodes.len());
+        // A full cache reuses the evicted slot.
+        let mut full = Lru::new(2, 1 << 20);
+        for round in 0..100u32 {
+            full.put(&round.to_be_bytes(), b"value", None);
+        }
+        assert_eq!(full.nodes.len(), 2);
+        assert_eq!(full.len(), 2);
+        assert_eq!(full.evictions, 98);
+        assert!(full.contains(&99u32.to_be_bytes(), t0()));
+        assert!(full.contains(&98u32.to_be_bytes(), t0()));
+    }
+
+    /// Random operations against a plain model (a Vec in recency order):
+    /// the linked list, the table and the byte count never disagree.
+    #[test]
+    fn matches_a_simple_model_under_random_operations() {
+        let now = t0();
+        let mut lru = Lru::new(8, 8 * (ENTRY_OVERHEAD + 3));
+        let mut model: Vec<(Vec<u8>, Vec<u8>)> = Vec::new(); // most recent first
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for step in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let key = vec![b'k', (seed % 13) as u8];
+            let value = vec![b'v'; (seed >> 8) as usize % 2 + 1];
+            match (seed >> 16) % 3 {
+                0 => {
+                    lru.put(&key, &value, None);
+                    model.retain(|(k, _)| *k != key);
+                    model.insert(0, (key, value));
+                    while model.len() > 8
+                        || model.iter().map(|(k, v)| Lru::cost(k, v)).sum::<usize>()
+                            > 8 * (ENTRY_OVERHEAD + 3)
+                    {
+                        model.pop();
+                    }
+                }
+                1 => {
+                    let got = lru.get(&key, now).map(<[u8]>::to_vec);
+                    let pos = model.iter().position(|(k, _)| *k == key);
+                    assert_eq!(got, pos.map(|p| model[p].1.clone()), "step {step}");
+                    if let Some(p) = pos {
+                        let entry = model.remove(p);
+                        model.insert(0, entry);
+                    }
+                }
+                _ => {
+                    let removed = lru.remove(&key, now);
+                    let before = model.len();
+                    model.retain(|(k, _)| *k != key);
+                    assert_eq!(removed, model.len() < before, "step {step}");
+                }
+            }
+            assert_eq!(lru.len(), model.len(), "step {step}");
+            let bytes: usize = model.iter().map(|(k, v)| Lru::cost(k, v)).sum();
+            assert_eq!(lru.bytes(), bytes, "step {step}");
+        }
     }
 
     #[test]
