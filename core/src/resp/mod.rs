@@ -146,12 +146,15 @@ pub enum DecodeError {
     StreamedUnsupported,
     /// Nesting deeper than [`Limits::max_depth`].
     TooDeep { max: u8 },
-    /// A bulk longer than [`Limits::max_bulk_len`].
+    /// A bulk longer than [`Limits::max_bulk_len`]. Reported from the header,
+    /// before the payload; `len` is the length as far as its digits arrived.
     BulkTooLong { len: u64, max: usize },
     /// An aggregate longer than [`Limits::max_aggregate_len`].
     AggregateTooLong { len: u64, max: usize },
-    /// A simple line (status, error, number) longer than the bulk limit
-    /// without a CRLF: the peer is not speaking RESP.
+    /// A simple string, error, double or big number with no CRLF within
+    /// `max` bytes (`max_bulk_len` clamped to 1-64 KiB; 512 for doubles): the
+    /// peer is not speaking RESP. Lengths and integers longer than 20
+    /// characters are [`InvalidNumber`](DecodeError::InvalidNumber).
     LineTooLong { max: usize },
 }
 
