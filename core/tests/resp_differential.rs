@@ -93,7 +93,7 @@ fn ours_to_r3(frame: Frame<'_>) -> Option<R3> {
             attributes: None,
         },
         Frame::Double(d) => R3::Double {
-            data: d,
+            data: d.value(),
             attributes: None,
         },
         Frame::BigNumber(s) => R3::BigNumber {

@@ -63,7 +63,7 @@ impl Value {
                 Value::Map(pairs)
             }
             Frame::Boolean(b) => Value::Bool(b),
-            Frame::Double(d) => Value::Double(d),
+            Frame::Double(d) => Value::Double(d.value()),
             Frame::BigNumber(n) => Value::BigNumber(lossy(n)),
             Frame::Verbatim { format, text } => Value::Verbatim {
                 format: lossy(&format),

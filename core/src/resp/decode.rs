@@ -21,7 +21,7 @@
 
 use core::fmt;
 
-use super::{DecodeError, Decoded, Frame, Limits, MAX_DEPTH_CAP};
+use super::{DecodeError, Decoded, Double, Frame, Limits, MAX_DEPTH_CAP};
 
 /// Longest simple-string or simple-error line, whatever `max_bulk_len` says.
 pub(crate) const MAX_LINE: usize = 64 * 1024;
@@ -562,7 +562,8 @@ fn header<'a>(buf: &'a [u8], pos: usize, cx: &Context) -> Result<(Header<'a>, us
         }
         b',' => {
             let (line, next) = line(buf, at, MAX_DOUBLE_LINE)?;
-            scalar(Frame::Double(double(line)?), next)
+            let double = Double::parse(line).ok_or(DecodeError::InvalidNumber)?;
+            scalar(Frame::Double(double), next)
         }
         b'(' => {
             let (line, next) = line(buf, at, cx.max_line)?;
@@ -720,15 +721,6 @@ fn integer(buf: &[u8], start: usize) -> Result<(i64, usize), Halt> {
     }
 }
 
-/// `,` payload: what core's float parser takes (`inf`, `-inf`, `nan`,
-/// exponents included).
-fn double(line: &[u8]) -> Result<f64, DecodeError> {
-    core::str::from_utf8(line)
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .ok_or(DecodeError::InvalidNumber)
-}
-
 /// `=` payload: `xxx:` then the text.
 fn verbatim(payload: &[u8]) -> Result<Frame<'_>, DecodeError> {
     match payload {
@@ -806,12 +798,30 @@ mod tests {
         assert_eq!(frame(b"_\r\n"), Frame::Null);
         assert_eq!(frame(b"#t\r\n"), Frame::Boolean(true));
         assert_eq!(frame(b"#f\r\n"), Frame::Boolean(false));
-        assert_eq!(frame(b",3.25\r\n"), Frame::Double(3.25));
-        assert_eq!(frame(b",1e3\r\n"), Frame::Double(1000.0));
-        assert_eq!(frame(b",-1.5E-2\r\n"), Frame::Double(-0.015));
-        assert_eq!(frame(b",inf\r\n"), Frame::Double(f64::INFINITY));
-        assert_eq!(frame(b",-inf\r\n"), Frame::Double(f64::NEG_INFINITY));
-        assert!(matches!(frame(b",nan\r\n"), Frame::Double(d) if d.is_nan()));
+        let double = |bytes: &'static [u8]| match frame(bytes) {
+            Frame::Double(d) => d.value(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(double(b",3.25\r\n"), 3.25);
+        assert_eq!(double(b",1e3\r\n"), 1000.0);
+        assert_eq!(double(b",-1.5E-2\r\n"), -0.015);
+        assert_eq!(double(b",inf\r\n"), f64::INFINITY);
+        assert_eq!(double(b",-inf\r\n"), f64::NEG_INFINITY);
+        assert!(double(b",nan\r\n").is_nan());
+        for bad in [
+            &b",\r\n"[..],
+            b",1e\r\n",
+            b",.\r\n",
+            b",1.2.3\r\n",
+            b",infx\r\n",
+            b",0x10\r\n",
+        ] {
+            assert_eq!(
+                decode(bad, &Limits::REDIS),
+                Err(DecodeError::InvalidNumber),
+                "{bad:?}"
+            );
+        }
         assert_eq!(
             frame(b"(-123456789012345678901234567890\r\n"),
             Frame::BigNumber(b"-123456789012345678901234567890")

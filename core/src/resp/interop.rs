@@ -117,7 +117,7 @@ pub fn to_resp3(
             attributes,
         },
         Frame::Double(d) => Resp3Frame::Double {
-            data: d,
+            data: d.value(),
             attributes,
         },
         Frame::BigNumber(s) => Resp3Frame::BigNumber {
@@ -166,7 +166,7 @@ pub fn to_resp2(frame: Frame<'_>) -> Result<Resp2Frame, InteropError> {
             Resp2Frame::Array(a.iter().map(to_resp2).collect::<Result<_, _>>()?)
         }
         Frame::Boolean(b) => Resp2Frame::Integer(i64::from(b)),
-        Frame::Double(d) => Resp2Frame::BulkString(alloc::format!("{d}").into_bytes()),
+        Frame::Double(d) => Resp2Frame::BulkString(alloc::format!("{}", d.value()).into_bytes()),
     };
     Ok(frame)
 }

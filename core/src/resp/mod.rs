@@ -90,14 +90,80 @@ pub enum Frame<'a> {
     Push(Aggregate<'a>),
     /// `#t` / `#f`
     Boolean(bool),
-    /// `,3.14`, `,inf`, `,-inf`, `,nan`
-    Double(f64),
+    /// `,3.14`, `,inf`, `,-inf`, `,nan`: checked text; [`Double::value`]
+    /// converts it.
+    Double(Double<'a>),
     /// `(3492890328409238509324850943850943825024385`: the digits as sent.
     BigNumber(&'a [u8]),
     /// `!21\r\nSYNTAX invalid syntax`
     BulkError(&'a [u8]),
     /// `=15\r\ntxt:Some string`: the 3-byte format and the text after the colon.
     Verbatim { format: [u8; 3], text: &'a [u8] },
+}
+
+/// A RESP3 double as sent, its syntax already checked. The decoder does not
+/// convert it: the float parser costs ~17 KB of flash on a Cortex-M, and a
+/// firmware that never reads a double should not carry it. Call
+/// [`value`](Double::value) where the number is wanted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Double<'a>(&'a [u8]);
+
+impl<'a> Double<'a> {
+    /// Checks `text` against the grammar of `f64::from_str` (which accepts
+    /// everything RESP3 allows: `inf`, `-inf`, `nan`, exponents), without
+    /// converting it.
+    pub fn parse(text: &'a [u8]) -> Option<Double<'a>> {
+        let unsigned = match text {
+            [b'+' | b'-', rest @ ..] => rest,
+            _ => text,
+        };
+        let special = [&b"inf"[..], b"infinity", b"nan"];
+        if special.iter().any(|s| unsigned.eq_ignore_ascii_case(s)) {
+            return Some(Double(text));
+        }
+        let digits = |from: usize| {
+            unsigned
+                .get(from..)
+                .map_or(0, |s| s.iter().take_while(|b| b.is_ascii_digit()).count())
+        };
+        let integral = digits(0);
+        let mut at = integral;
+        let mut fraction = 0;
+        if unsigned.get(at) == Some(&b'.') {
+            fraction = digits(at + 1);
+            at += 1 + fraction;
+        }
+        if integral + fraction == 0 {
+            return None;
+        }
+        if matches!(unsigned.get(at), Some(b'e' | b'E')) {
+            at += 1;
+            if matches!(unsigned.get(at), Some(b'+' | b'-')) {
+                at += 1;
+            }
+            let exponent = digits(at);
+            if exponent == 0 {
+                return None;
+            }
+            at += exponent;
+        }
+        (at == unsigned.len()).then_some(Double(text))
+    }
+
+    /// The text as sent.
+    pub fn text(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The number. Syntax was checked by [`parse`](Double::parse), so this
+    /// only returns NaN for `nan` itself.
+    pub fn value(&self) -> f64 {
+        core::str::from_utf8(self.0)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
 }
 
 impl<'a> Frame<'a> {

@@ -257,6 +257,7 @@ pub fn assert_frame(model: &Model, frame: Frame<'_>) {
         (Model::Null, Frame::Null) => {}
         (Model::Bool(a), Frame::Boolean(b)) => assert_eq!(*a, b),
         (Model::Double(a), Frame::Double(b)) => {
+            let b = b.value();
             assert!(a == &b || (a.is_nan() && b.is_nan()), "{a} vs {b}")
         }
         (Model::Verbatim(f, t), Frame::Verbatim { format, text }) => {

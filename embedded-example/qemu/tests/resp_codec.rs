@@ -9,7 +9,7 @@ use cortex_m_rt::entry;
 use heapless::Vec;
 use panic_semihosting as _;
 use resilis_core::resp::encode::{self, Expiry, SetCondition, SetOptions, Sink};
-use resilis_core::resp::{DecodeError, Decoded, Frame, Limits, decode};
+use resilis_core::resp::{DecodeError, Decoded, Double, Frame, Limits, decode};
 
 #[track_caller]
 fn whole(bytes: &[u8]) -> Frame<'_> {
@@ -54,6 +54,10 @@ const SCALARS: &[&[u8]] = &[
     b"=15\r\ntxt:Some string\r\n",
 ];
 
+fn double(text: &'static [u8]) -> Double<'static> {
+    Double::parse(text).expect("a valid double")
+}
+
 fn scalars_decode_to_their_values() {
     let expected = [
         Frame::SimpleString(b"OK"),
@@ -64,8 +68,8 @@ fn scalars_decode_to_their_values() {
         Frame::Null,
         Frame::Null,
         Frame::Boolean(true),
-        Frame::Double(3.25),
-        Frame::Double(f64::NEG_INFINITY),
+        Frame::Double(double(b"3.25")),
+        Frame::Double(double(b"-inf")),
         Frame::BigNumber(b"3492890328409238509324850943850943825024385"),
         Frame::BulkError(b"SYNTAX invalid syntax"),
         Frame::Verbatim {
