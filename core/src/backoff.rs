@@ -122,7 +122,7 @@ impl Backoff {
         if jitter == 0 {
             return delay;
         }
-        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        let micros = crate::time::micros_of(delay);
         let spread = micros / 100 * jitter;
         let cut = if spread == 0 {
             0

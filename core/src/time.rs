@@ -42,8 +42,12 @@ impl Instant {
     }
 }
 
-fn micros_of(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+/// Whole microseconds in `d`, saturating. Avoids `Duration::as_micros`,
+/// whose u128 arithmetic pulls multi-word helpers into firmware.
+pub(crate) fn micros_of(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
 }
 
 impl Add<Duration> for Instant {

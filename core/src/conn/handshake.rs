@@ -119,13 +119,24 @@ fn text<'a>(frame: &Frame<'a>) -> Option<&'a [u8]> {
     }
 }
 
+/// `major[.minor[.patch]]`; a missing or odd minor or patch reads as 0.
+/// Byte-wise rather than through `str::parse`, which costs ~1 KB of flash.
 fn parse_version(text: &[u8]) -> Option<ServerVersion> {
-    let s = core::str::from_utf8(text).ok()?;
-    let mut parts = s.split('.').map(|p| p.parse::<u16>().ok());
+    let mut numbers = text.split(|b| *b == b'.').map(number);
     Some(ServerVersion {
-        major: parts.next()??,
-        minor: parts.next()?.unwrap_or(0),
-        patch: parts.next().flatten().unwrap_or(0),
+        major: numbers.next().flatten()?,
+        minor: numbers.next().flatten().unwrap_or(0),
+        patch: numbers.next().flatten().unwrap_or(0),
+    })
+}
+
+fn number(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u16, |n, b| {
+        b.is_ascii_digit().then_some(())?;
+        n.checked_mul(10)?.checked_add(u16::from(b - b'0'))
     })
 }
 
@@ -176,5 +187,15 @@ mod tests {
             })
         );
         assert_eq!(parse_version(b"x"), None);
+        assert_eq!(parse_version(b""), None);
+        assert_eq!(
+            parse_version(b"7.x.1"),
+            Some(ServerVersion {
+                major: 7,
+                minor: 0,
+                patch: 1
+            })
+        );
+        assert_eq!(parse_version(b"99999.0.0"), None);
     }
 }
