@@ -48,7 +48,7 @@ float_parse=$(symbols "$OUT/footprint-core" 'dec2flt|f64 as core::str::traits::F
 
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f KiB", b / 1024 }'; }
 
-echo "| binary (thumbv7em-none-eabihf, opt-level s, LTO) | flash | RAM (static) |"
+echo "| binary (thumbv7em-none-eabihf, opt-level z, LTO) | flash | RAM (static) |"
 echo "| --- | ---: | ---: |"
 echo "| footprint-baseline (cortex-m-rt, panic-halt, empty loop) | $base_flash B | $base_ram B |"
 echo "| footprint-core (baseline + resilis-core, Connection<8> in a static) | $core_flash B | $core_ram B |"

@@ -197,16 +197,20 @@ impl<const N: usize> Commands<N> {
     }
 
     /// When the oldest outstanding request was written, unless a blocking
-    /// command is outstanding (it may legitimately wait for a long time).
+    /// command is outstanding within its deadline (it may legitimately wait
+    /// that long). Once its caller has given up, the connection is stuck
+    /// behind it anyway (Redis answers in order), so liveness applies again.
     pub(crate) fn oldest_written_at(&self) -> Option<Instant> {
-        if self
-            .in_flight
-            .iter()
-            .any(|s| matches!(s.kind, SlotKind::Command { blocking: true, .. }))
-        {
+        if self.in_flight.iter().any(|s| {
+            s.state == SlotState::Live && matches!(s.kind, SlotKind::Command { blocking: true, .. })
+        }) {
             return None;
         }
-        self.in_flight.front().map(|s| s.written_at)
+        // A blocking command is waited for from its deadline, not its write.
+        self.in_flight.front().map(|s| match s.kind {
+            SlotKind::Command { blocking: true, .. } => s.written_at.max(s.deadline),
+            _ => s.written_at,
+        })
     }
 
     /// The earliest deadline of a live command.

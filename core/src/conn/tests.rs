@@ -531,6 +531,47 @@ fn steady_writes_do_not_keep_a_dead_connection_alive() {
 }
 
 #[test]
+fn a_blocking_command_suspends_liveness_only_until_its_deadline() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let blpop = t
+        .conn
+        .handle_submit(
+            t.now,
+            Submit {
+                len: 30,
+                deadline: Instant::from_millis(20_000),
+                idempotent: false,
+                blocking: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(blpop)]);
+    // Waiting for its reply is not a sign of death...
+    let mut out = Vec::new();
+    while t.ms() < 20_000 {
+        assert_eq!(t.conn.phase(), PhaseKind::Ready, "at {} ms", t.ms());
+        out = t.advance();
+    }
+    // ...until the caller gives up: then the connection, stuck behind it,
+    // is judged by the age of its oldest request again.
+    assert_eq!(t.ms(), 20_000);
+    assert_eq!(
+        out,
+        [Rec::Resolved(
+            blpop,
+            Outcome::Indeterminate(IndeterminateCause::TimedOut)
+        )]
+    );
+    assert!(
+        t.conn.poll_timeout().is_some(),
+        "a dead connection must stay detectable"
+    );
+    t.advance();
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::PingTimeout));
+}
+
+#[test]
 fn replies_match_requests_in_order() {
     let mut t = T::new(Config::default());
     t.ready();
