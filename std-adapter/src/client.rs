@@ -466,11 +466,17 @@ impl Client {
             blocking,
             reply: tx,
         };
-        handle
-            .tx
-            .send(Request::Command(command))
-            .await
-            .map_err(|_| Error::Shutdown)?;
+        // The channel is drained on every wake, so it is rarely full: try the
+        // cheap path first, and wait for room only when there is none.
+        match handle.tx.try_send(Request::Command(command)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(request)) => handle
+                .tx
+                .send(request)
+                .await
+                .map_err(|_| Error::Shutdown)?,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Shutdown),
+        }
         rx.await.unwrap_or(Err(Error::Shutdown))
     }
 

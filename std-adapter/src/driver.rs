@@ -269,8 +269,11 @@ impl Driver {
         for pending in self.pending.drain() {
             finish(pending.waiter, Err(Error::Shutdown), None);
         }
-        while let Ok(Request::Command(cmd)) = self.rx.try_recv() {
-            let _ = cmd.reply.send(Err(Error::Shutdown));
+        // Bounded: the channel is closed, so it only empties.
+        while let Ok(request) = self.rx.try_recv() {
+            if let Request::Command(cmd) = request {
+                let _ = cmd.reply.send(Err(Error::Shutdown));
+            }
         }
     }
 
