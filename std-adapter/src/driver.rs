@@ -821,16 +821,23 @@ fn submit_error(e: SubmitError, last: Option<resilis_core::DisconnectReason>) ->
     }
 }
 
-/// Encodes one command with a core helper into a Vec of exactly its size.
+/// Encodes one command with a core helper into a Vec. Small commands (the
+/// common case) take one pass into a 128-byte buffer; a larger one learns its
+/// exact size from that pass (the encoder keeps counting) and takes a second.
 pub(crate) fn encode_vec(
     mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
 ) -> Vec<u8> {
-    let needed = match encode(&mut []) {
-        Ok(n) => n,
+    const FIRST_TRY: usize = 128;
+    let mut out = vec![0; FIRST_TRY];
+    let needed = match encode(&mut out) {
+        Ok(n) => {
+            out.truncate(n);
+            return out;
+        }
         Err(EncodeError::BufferTooSmall { needed }) => needed,
         Err(EncodeError::ArgCountMismatch { .. }) => return Vec::new(),
     };
-    let mut out = vec![0; needed];
+    out.resize(needed, 0);
     match encode(&mut out) {
         Ok(n) => out.truncate(n),
         Err(_) => out.clear(),
@@ -941,10 +948,14 @@ mod tests {
     }
 
     #[test]
-    fn encode_vec_is_exact() {
+    fn encode_vec_small_and_large() {
         let v = encode_vec(|b| encode::get(b, b"key"));
         assert_eq!(v, b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n");
-        assert_eq!(v.capacity(), v.len());
+        let big = vec![b'x'; 1000];
+        let v = encode_vec(|b| encode::encode_args(b, &[b"SET", b"k", &big]));
+        assert_eq!(v.len(), 4 + 9 + 7 + 7 + 1000 + 2);
+        assert!(v.starts_with(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\nxxx"));
+        assert!(v.ends_with(b"xxx\r\n"));
     }
 
     #[test]
