@@ -547,6 +547,7 @@ fn options() -> Options {
         cap: Duration::from_secs(30),
         clients: vec![
             Kind::Resilis,
+            Kind::ResilisFast,
             Kind::RedisRs,
             Kind::Fred,
             Kind::FredReconnect,
