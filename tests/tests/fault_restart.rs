@@ -10,8 +10,8 @@ use std::time::Duration;
 use resilis::OfflineMode;
 use resilis_tests::RedisServer;
 use resilis_tests::harness::{
-    BACKOFF_MAX, COMMAND_TIMEOUT, Ended, EventLog, SLACK, Tally, blocking, is_ready, ready_client,
-    timed,
+    BACKOFF_MAX, COMMAND_TIMEOUT, Ended, EventLog, SLACK, Tally, blocking, is_disconnect, is_ready,
+    ready_client, timed,
 };
 use tokio::time::{Instant, sleep};
 
@@ -136,4 +136,61 @@ async fn twenty_sigkills_during_a_workload() {
         .await
         .expect("SET after the restarts");
     assert_eq!(server.command(&["GET", "restart:after"]), "yes");
+}
+
+/// The same over TLS: the reconnect path includes a fresh TLS handshake
+/// (with certificate verification against the test CA) every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_of_a_tls_only_server() {
+    let pki = resilis_tests::TestPki::generate();
+    let server = Arc::new(RedisServer::builder().tls_only(&pki).start());
+    let tls = resilis::TlsOptions {
+        ca_file: Some(pki.ca.cert_path.clone()),
+        ..resilis::TlsOptions::default()
+    };
+    let options =
+        resilis_tests::harness::fast_options(&server.tls_url(), OfflineMode::QueueThenFail)
+            .tls(tls);
+    let client = resilis::Client::with_options(options).expect("client");
+    client
+        .wait_ready(Duration::from_secs(5))
+        .await
+        .expect("TLS client ready");
+    let log = EventLog::record(&client);
+    let mut recoveries = Vec::new();
+    for round in 0..5 {
+        let killed_at = Instant::now();
+        let s = server.clone();
+        blocking(move || s.kill()).await;
+        log.wait_for(killed_at, Duration::from_secs(2), is_disconnect)
+            .await
+            .unwrap_or_else(|| panic!("round {round}: the kill went unnoticed"));
+        // A call issued during the outage waits in the queue and lands.
+        let c = client.clone();
+        let call = tokio::spawn(async move { timed(COMMAND_TIMEOUT, c.incr("restart:tls")).await });
+        sleep(Duration::from_millis(100)).await;
+        let s = server.clone();
+        blocking(move || s.restart()).await;
+        let back_at = Instant::now();
+        let (ready_at, _) = log
+            .wait_for(killed_at, Duration::from_secs(5), is_ready)
+            .await
+            .unwrap_or_else(|| panic!("round {round}: TLS client not ready after the restart"));
+        recoveries.push(ready_at.saturating_duration_since(back_at));
+        let (ended, took) = call.await.expect("call task");
+        assert_eq!(
+            ended,
+            Ended::Ok,
+            "round {round}: queued INCR ended {ended:?}"
+        );
+        assert!(took <= COMMAND_TIMEOUT + SLACK, "round {round}: {took:?}");
+        // Fresh data after each restart: the queued INCR ran exactly once.
+        assert_eq!(server.command(&["GET", "restart:tls"]), "1");
+    }
+    let worst = recoveries.iter().max().copied().unwrap_or_default();
+    println!("scenario 1 over TLS (5 × SIGKILL + restart): ready again after {recoveries:?}");
+    assert!(
+        worst <= BACKOFF_MAX + SLACK,
+        "TLS client ready only {worst:?} after a restart"
+    );
 }
