@@ -41,11 +41,28 @@ async fn silent_partition_of_an_idle_connection() {
 
     let frozen_at = Instant::now();
     proxy.freeze();
+    // Calls made before the client can know: written into the void.
+    let early_get = {
+        let c = client.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            (
+                c.get_with_source::<String>("part:known").await,
+                start.elapsed(),
+            )
+        })
+    };
+    let early_incr = {
+        let c = client.clone();
+        tokio::spawn(async move { timed(COMMAND_TIMEOUT, c.incr("part:n")).await })
+    };
     let (detected_at, event) = log
         .wait_for(frozen_at, Duration::from_secs(5), is_disconnect)
         .await
         .expect("the partition was never detected");
     let detect = detected_at - frozen_at;
+    let (early_get, early_get_took) = early_get.await.expect("early GET");
+    let (early_incr, early_incr_took) = early_incr.await.expect("early INCR");
 
     // Calls during the partition: answered from the fallback cache, or
     // refused at once; all by their deadline.
@@ -79,11 +96,28 @@ async fn silent_partition_of_an_idle_connection() {
 
     println!(
         "scenario 2 (silent partition, idle): detected after {detect:?} (bound {:?}) as {event:?}; \
-         ready {recover:?} after the heal; calls meanwhile: {} ok, {} down, max {:?}; INCR meanwhile: {incr_during:?}",
+         ready {recover:?} after the heal; calls after detection: {} ok, {} down, max {:?}; \
+         INCR then: {incr_during:?}; GET before detection: {:?} in {early_get_took:?}; \
+         INCR before detection: {early_incr:?} in {early_incr_took:?}",
         PING_INTERVAL + PING_TIMEOUT + SLACK,
         during.ok,
         during.down,
         during.max_latency,
+        early_get.as_ref().map(|g| (g.source, g.value.clone())),
+    );
+    // A GET caught in the partition falls back by its deadline.
+    let early_get = early_get.expect("GET caught in the partition");
+    assert_eq!(early_get.value.as_deref(), Some("cached"));
+    assert_eq!(early_get.source, Source::Fallback);
+    assert!(
+        early_get_took <= COMMAND_TIMEOUT + SLACK,
+        "{early_get_took:?}"
+    );
+    // An INCR caught in it may have been applied: indeterminate, by its deadline.
+    assert_eq!(early_incr, Ended::Indeterminate);
+    assert!(
+        early_incr_took <= COMMAND_TIMEOUT + SLACK,
+        "{early_incr_took:?}"
     );
     assert_eq!(
         reason_of(&event),
