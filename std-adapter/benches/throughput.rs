@@ -204,6 +204,7 @@ fn main() {
     let mut repeat = 3usize;
     let mut only: Option<String> = None;
     let mut in_flights = vec![1, IN_FLIGHT];
+    let mut multi_thread = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--ops" => n = args.next().and_then(|v| v.parse().ok()).expect("--ops N"),
@@ -216,6 +217,8 @@ fn main() {
             // e.g. `--only resilis` to profile one client.
             "--only" => only = args.next(),
             "--pipelined-only" => in_flights = vec![IN_FLIGHT],
+            // Two Tokio worker threads instead of one (for every client).
+            "--multi-thread" => multi_thread = true,
             _ => {}
         }
     }
@@ -241,10 +244,17 @@ fn main() {
             })
             .collect(),
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime");
 
     let mut rows = Vec::new();
     for &in_flight in &in_flights {
@@ -277,6 +287,14 @@ fn main() {
         rows.push(get_row);
     }
     print_table(n, repeat, &rows);
+    println!(
+        "\nTokio runtime: {}",
+        if multi_thread {
+            "multi-thread, 2 workers"
+        } else {
+            "current-thread"
+        }
+    );
 }
 
 fn print_table(n: usize, repeat: usize, rows: &[Row]) {

@@ -256,3 +256,29 @@ async fn shutdown_resolves_callers_and_refuses_new_commands() {
     let err = other.cmd("PING").query().await.unwrap_err();
     assert_eq!(err, Error::Shutdown);
 }
+
+#[tokio::test]
+async fn nothing_listening_is_diagnosed_as_refused_and_retried() {
+    let port = resilis_tests::server::pick_port();
+    let client = Client::with_options(fast(&format!("redis://127.0.0.1:{port}"))).unwrap();
+    let err = client
+        .wait_ready(Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ConnectionDown {
+                reason: Some(resilis::DisconnectReason::Transport(
+                    resilis::core::TransportError::Refused
+                )),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.fix().unwrap_or("").contains("REDIS_PORT"), "{err}");
+    let health = client.health();
+    assert!(health.reconnect_attempts >= 1, "{health:?}");
+    assert!(!health.last_error.unwrap().permanent);
+}
