@@ -243,6 +243,79 @@ pub const READ_ONLY: &[&str] = &[
     "MEMORY",
 ];
 
+/// Commands `cmd()` refuses, with why: they change the state of the shared
+/// connection for every other caller, or break the one-reply-per-command
+/// order that pipelining rests on.
+pub const REFUSED: &[(&str, &str)] = &[
+    (
+        "SUBSCRIBE",
+        "pub/sub replies are pushes, not replies: a subscriber needs a dedicated connection (not in this version)",
+    ),
+    (
+        "PSUBSCRIBE",
+        "pub/sub replies are pushes, not replies: a subscriber needs a dedicated connection (not in this version)",
+    ),
+    (
+        "SSUBSCRIBE",
+        "pub/sub replies are pushes, not replies: a subscriber needs a dedicated connection (not in this version)",
+    ),
+    (
+        "UNSUBSCRIBE",
+        "pub/sub is not supported on the shared connection",
+    ),
+    (
+        "PUNSUBSCRIBE",
+        "pub/sub is not supported on the shared connection",
+    ),
+    (
+        "SUNSUBSCRIBE",
+        "pub/sub is not supported on the shared connection",
+    ),
+    (
+        "MONITOR",
+        "MONITOR turns the connection into a stream: use redis-cli",
+    ),
+    (
+        "MULTI",
+        "other callers' commands would join the transaction on the shared connection (not in this version)",
+    ),
+    (
+        "EXEC",
+        "transactions are not supported on the shared connection",
+    ),
+    (
+        "DISCARD",
+        "transactions are not supported on the shared connection",
+    ),
+    (
+        "WATCH",
+        "transactions are not supported on the shared connection",
+    ),
+    (
+        "UNWATCH",
+        "transactions are not supported on the shared connection",
+    ),
+    (
+        "SELECT",
+        "the database is part of the config: set REDIS_DB or /db in the URL",
+    ),
+    (
+        "HELLO",
+        "the protocol is negotiated by the connection: set REDIS_PROTOCOL",
+    ),
+    (
+        "AUTH",
+        "credentials are part of the config: set REDIS_PASSWORD / REDIS_USERNAME",
+    ),
+    (
+        "RESET",
+        "RESET would drop the connection's authentication and protocol",
+    ),
+    ("QUIT", "use client.shutdown()"),
+    ("SYNC", "replication streams are not replies"),
+    ("PSYNC", "replication streams are not replies"),
+];
+
 /// Commands that may block for a long time waiting for data.
 pub const BLOCKING: &[&str] = &[
     "BLPOP",
@@ -470,11 +543,9 @@ impl Client {
         // cheap path first, and wait for room only when there is none.
         match handle.tx.try_send(Request::Command(command)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(request)) => handle
-                .tx
-                .send(request)
-                .await
-                .map_err(|_| Error::Shutdown)?,
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                handle.tx.send(request).await.map_err(|_| Error::Shutdown)?
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Shutdown),
         }
         rx.await.unwrap_or(Err(Error::Shutdown))
@@ -953,8 +1024,32 @@ impl Cmd<'_> {
         })
     }
 
-    /// Sends the command; an error reply is [`Error::Server`].
+    fn refused(&self) -> Option<&'static str> {
+        if let Some((_, why)) = REFUSED.iter().find(|(name, _)| *name == self.name) {
+            return Some(why);
+        }
+        // CLIENT REPLY OFF|SKIP would leave commands without replies.
+        let mut args = self.iter_args().skip(1);
+        if self.name == "CLIENT"
+            && args
+                .next()
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"REPLY"))
+        {
+            return Some("CLIENT REPLY would leave commands without replies");
+        }
+        None
+    }
+
+    /// Sends the command; an error reply is [`Error::Server`]. Commands that
+    /// would break the shared connection (see [`REFUSED`]) fail with
+    /// [`Error::Unsupported`] without being sent.
     pub async fn query(self) -> Result<Value, Error> {
+        if let Some(why) = self.refused() {
+            return Err(Error::Unsupported {
+                command: self.name.clone(),
+                why,
+            });
+        }
         let bytes = encode_vec(|b| {
             let mut enc = CommandEncoder::new(b, self.ends.len());
             for arg in self.iter_args() {

@@ -46,6 +46,9 @@ pub enum Error {
     /// The reply does not have the shape the typed command expects (e.g. a
     /// string where an integer was expected).
     UnexpectedReply(String),
+    /// A command `cmd()` does not send on the shared connection (pub/sub,
+    /// transactions, SELECT...): `why` says what to do instead.
+    Unsupported { command: String, why: &'static str },
     /// The client was shut down (or its driver task ended).
     Shutdown,
     /// The client was created outside a Tokio runtime.
@@ -98,6 +101,7 @@ impl Error {
                 Some("too many commands queued: slow down or raise the queue bounds")
             }
             Error::Tls(e) => Some(e.fix),
+            Error::Unsupported { why, .. } => Some(why),
             Error::NoRuntime => {
                 Some("create the client inside a Tokio runtime (#[tokio::main] or Runtime::enter)")
             }
@@ -137,6 +141,9 @@ impl fmt::Display for Error {
             Error::Config(e) => write!(f, "configuration: {e}"),
             Error::Tls(e) => write!(f, "TLS configuration: {e}"),
             Error::UnexpectedReply(what) => write!(f, "unexpected reply: {what}"),
+            Error::Unsupported { command, why } => {
+                write!(f, "{command} is not sent on the shared connection: {why}")
+            }
             Error::Shutdown => f.write_str("the client was shut down"),
             Error::NoRuntime => f.write_str(
                 "no Tokio runtime: create the client inside a Tokio runtime (#[tokio::main] or Runtime::enter)",

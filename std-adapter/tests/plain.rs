@@ -239,3 +239,32 @@ async fn blocking_commands_use_their_own_connection_and_do_not_stall_others() {
         .unwrap();
     assert_eq!(got, vec!["jobs".to_owned(), "job-1".to_owned()]);
 }
+
+#[tokio::test]
+async fn commands_that_would_break_the_shared_connection_are_refused() {
+    let server = RedisServer::start();
+    let client = Client::with_options(fast(&server.url())).unwrap();
+    ready(&client).await;
+    for (name, arg) in [
+        ("SUBSCRIBE", "chan"),
+        ("multi", ""),
+        ("SELECT", "2"),
+        ("CLIENT", "REPLY"),
+    ] {
+        let mut cmd = client.cmd(name);
+        if !arg.is_empty() {
+            cmd = cmd.arg(arg);
+        }
+        let err = cmd.query().await.unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{name}: {err:?}");
+        assert!(err.fix().is_some());
+    }
+    // The pipeline is intact: replies still match their commands.
+    client.set("after", "refusals").await.unwrap();
+    assert_eq!(
+        client.get::<String>("after").await.unwrap().as_deref(),
+        Some("refusals")
+    );
+    let list: String = client.cmd("CLIENT").arg("LIST").query_as().await.unwrap();
+    assert!(list.contains("cmd=client"), "{list}");
+}
