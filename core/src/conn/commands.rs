@@ -61,6 +61,9 @@ struct Slot {
     kind: SlotKind,
     state: SlotState,
     written_at: Instant,
+    /// Written on an earlier connection, then queued again (idempotent):
+    /// it may have run, so it can no longer end as "never sent".
+    written_before: bool,
 }
 
 /// What a reply matched.
@@ -143,6 +146,7 @@ impl<const N: usize> Commands<N> {
             kind,
             state: SlotState::Live,
             written_at: Instant::ZERO,
+            written_before: false,
         };
         // Capacity was checked above.
         let _ = self.queue.push_back(slot);
@@ -173,6 +177,7 @@ impl<const N: usize> Commands<N> {
             kind: SlotKind::Ping,
             state: SlotState::Live,
             written_at: now,
+            written_before: false,
         };
         // `push` keeps one slot free for this.
         let _ = self.in_flight.push_back(slot);
@@ -234,8 +239,13 @@ impl<const N: usize> Commands<N> {
             if slot.deadline <= now {
                 self.queued_live -= 1;
                 self.queued_bytes -= slot.len;
+                let outcome = if slot.written_before {
+                    Outcome::Indeterminate(IndeterminateCause::TimedOut)
+                } else {
+                    Outcome::TimedOut
+                };
                 // The slot just left the queue, so its resolution has room.
-                let _ = self.resolutions.push_back((slot.id, Outcome::TimedOut));
+                let _ = self.resolutions.push_back((slot.id, outcome));
             } else {
                 let _ = self.queue.push_back(slot);
             }
@@ -268,6 +278,7 @@ impl<const N: usize> Commands<N> {
                     SlotState::Live,
                 ) if retry_idempotent => {
                     slot.written_at = Instant::ZERO;
+                    slot.written_before = true;
                     self.queued_live += 1;
                     self.queued_bytes += slot.len;
                     let _ = self.queue.push_front(slot);
@@ -283,12 +294,16 @@ impl<const N: usize> Commands<N> {
     }
 
     /// Fails every queued command as not sent (fail-fast policy, give-up,
-    /// shutdown, permanent failure).
+    /// shutdown, permanent failure), or as indeterminate if it was written on
+    /// an earlier connection.
     pub(crate) fn fail_queued(&mut self, reason: DisconnectReason) {
         while let Some(slot) = self.queue.pop_front() {
-            let _ = self
-                .resolutions
-                .push_back((slot.id, Outcome::NotSent(reason)));
+            let outcome = if slot.written_before {
+                Outcome::Indeterminate(IndeterminateCause::ConnectionLost(reason))
+            } else {
+                Outcome::NotSent(reason)
+            };
+            let _ = self.resolutions.push_back((slot.id, outcome));
         }
         self.queued_live = 0;
         self.queued_bytes = 0;

@@ -756,6 +756,67 @@ fn deadlines_resolve_queued_as_timed_out_and_written_as_indeterminate() {
 }
 
 #[test]
+fn a_retried_idempotent_command_that_runs_out_of_time_may_have_run() {
+    // Found by the soak: a SET written, its connection lost before the
+    // reply, queued again for the next connection, then out of time while
+    // the server was still away, was reported as "never sent" although the
+    // server had run it.
+    let mut t = T::new(Config::default());
+    t.ready();
+    let written = t.submit(true, t.ms() + 1_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(written)]);
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    let never_written = t.submit(true, t.ms() + 1_000).unwrap();
+    assert_eq!(t.conn.queued(), 2);
+    // Every reconnect is refused until both deadlines pass.
+    let mut resolved = std::vec::Vec::new();
+    for _ in 0..100 {
+        if resolved.len() == 2 {
+            break;
+        }
+        for r in t.advance() {
+            match r {
+                Rec::Open => t
+                    .conn
+                    .handle_transport_failed(t.now, TransportError::Refused),
+                Rec::Resolved(id, outcome) => resolved.push((id, outcome)),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        resolved,
+        [
+            (
+                written,
+                Outcome::Indeterminate(IndeterminateCause::TimedOut)
+            ),
+            (never_written, Outcome::TimedOut)
+        ]
+    );
+
+    // The same when the queue is failed as a whole (here: shutdown).
+    let mut t = T::new(Config::default());
+    t.ready();
+    let written = t.submit(true, t.ms() + 60_000).unwrap();
+    t.drain();
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    t.conn.handle_shutdown(t.now);
+    let out = t.drain();
+    assert!(
+        out.contains(&Rec::Resolved(
+            written,
+            Outcome::Indeterminate(IndeterminateCause::ConnectionLost(
+                DisconnectReason::Shutdown
+            ))
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn time_going_backwards_and_spurious_timeouts_are_harmless() {
     let mut t = T::new(Config::default());
     t.ready();
