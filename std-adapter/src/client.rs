@@ -571,12 +571,11 @@ impl Client {
         if !self.write_through() {
             return;
         }
-        let now = Instant::now();
         let mut fb = self.shared().fallback();
         match value {
-            Some(v) => fb.cache.put(key, v, ttl.map(|t| now + t)),
+            Some(v) => fb.cache.put(key, v, ttl.map(|t| Instant::now() + t)),
             None => {
-                fb.cache.remove(key, now);
+                fb.cache.remove(key, Instant::now());
             }
         }
     }
