@@ -36,6 +36,8 @@ pub struct SoakOptions {
     pub duration: Duration,
     pub seed: u64,
     pub workers: usize,
+    /// What commands do while Redis is unavailable.
+    pub offline: OfflineMode,
 }
 
 impl Default for SoakOptions {
@@ -44,6 +46,7 @@ impl Default for SoakOptions {
             duration: Duration::from_secs(60),
             seed: 1,
             workers: 8,
+            offline: OfflineMode::Fallback,
         }
     }
 }
@@ -86,6 +89,12 @@ pub struct SoakSummary {
     pub incr_counters_out_of_bounds: u64,
     /// GETs from Redis that returned something else than the acknowledged value.
     pub wrong_reads: u64,
+    /// SETs reported as certainly not applied (`Error::is_not_applied`:
+    /// timed out in the queue, refused while down, backpressure), and how
+    /// many of their keys exist afterwards: must be 0.
+    pub not_applied_writes: u64,
+    pub phantom_writes: u64,
+    pub offline: Option<OfflineMode>,
     pub faults: Vec<(&'static str, u64)>,
     pub reconnects: u64,
     pub panics: u64,
@@ -111,10 +120,11 @@ impl fmt::Display for SoakSummary {
             .collect();
         writeln!(
             f,
-            "soak {:?} seed {}: {} ops: {} ok, {} fallback, {} indeterminate, {} timed out, {} down, \
+            "soak {:?} seed {} ({:?}): {} ops: {} ok, {} fallback, {} indeterminate, {} timed out, {} down, \
              {} backpressure, {} LOADING, {} other, {} hung",
             self.duration,
             self.seed,
+            self.offline.unwrap_or_default(),
             self.ops,
             self.ok,
             self.fallback,
@@ -138,7 +148,7 @@ impl fmt::Display for SoakSummary {
             f,
             "  acknowledged writes verified on the server: {} of {} (lost {}); fallback writes {}: \
              {} on the server, {} reported not replayed; INCR: {} acked, {} indeterminate, {} counters out of bounds; \
-             wrong reads {}",
+             wrong reads {}; SETs reported not applied: {}, found on the server anyway: {}",
             self.acked_writes - self.acked_writes_lost,
             self.acked_writes,
             self.acked_writes_lost,
@@ -148,7 +158,9 @@ impl fmt::Display for SoakSummary {
             self.incr_acked,
             self.incr_indeterminate,
             self.incr_counters_out_of_bounds,
-            self.wrong_reads
+            self.wrong_reads,
+            self.not_applied_writes,
+            self.phantom_writes
         )?;
         if !self.other.is_empty() {
             let mut distinct: Vec<&String> = self.other.iter().collect();
@@ -205,6 +217,8 @@ struct WorkerLog {
     acked: Vec<(String, String)>,
     /// key → value the fallback cache took.
     fallback_writes: Vec<(String, String)>,
+    /// Keys of SETs reported as certainly not applied.
+    not_applied: Vec<(String, String)>,
     incr_key: String,
     incr_acked: u64,
     incr_indeterminate: u64,
@@ -257,12 +271,20 @@ async fn worker(client: Client, id: usize, seed: u64, stop: Arc<AtomicBool>) -> 
                 ))
                 .await;
                 log.count(&ended, took);
-                if let Some(Ok(sourced)) = result {
-                    log.source(sourced.source);
-                    match sourced.source {
-                        Source::Redis => log.acked.push((key, value)),
-                        Source::Fallback => log.fallback_writes.push((key, value)),
+                match result {
+                    Some(Ok(sourced)) => {
+                        log.source(sourced.source);
+                        match sourced.source {
+                            Source::Redis => log.acked.push((key, value)),
+                            Source::Fallback => log.fallback_writes.push((key, value)),
+                        }
                     }
+                    // Not LOADING: a SET retried after a lost connection may
+                    // meet it on the next one, having run on the first.
+                    Some(Err(e)) if e.is_not_applied() => {
+                        log.not_applied.push((key, value));
+                    }
+                    _ => {}
                 }
             }
             // GET a key Redis acknowledged: it must read back the same.
@@ -388,8 +410,8 @@ async fn soak(options: SoakOptions) -> SoakSummary {
             .start(),
     );
     let proxy = FaultProxy::start(server.addr());
-    let client = Client::with_options(fast_options(&proxy.url(), OfflineMode::Fallback))
-        .expect("client starts");
+    let client =
+        Client::with_options(fast_options(&proxy.url(), options.offline)).expect("client starts");
     client
         .wait_ready(Duration::from_secs(5))
         .await
@@ -456,6 +478,7 @@ async fn soak(options: SoakOptions) -> SoakSummary {
     };
     let mut acked = Vec::new();
     let mut fallback_writes = Vec::new();
+    let mut not_applied = Vec::new();
     let mut counters = Vec::new();
     for log in logs {
         s.ops += log.ops;
@@ -474,14 +497,17 @@ async fn soak(options: SoakOptions) -> SoakSummary {
         s.incr_indeterminate += log.incr_indeterminate;
         acked.extend(log.acked);
         fallback_writes.extend(log.fallback_writes);
+        not_applied.extend(log.not_applied);
         counters.push((log.incr_key, log.incr_acked, log.incr_indeterminate));
     }
     let server_check = server.clone();
     s.acked_writes = acked.len() as u64;
     s.fallback_writes = fallback_writes.len() as u64;
-    let (acked_present, fallback_present, out_of_bounds) = blocking(move || {
+    s.not_applied_writes = not_applied.len() as u64;
+    let (acked_present, fallback_present, phantoms, out_of_bounds) = blocking(move || {
         let acked_present = count_present(&server_check, &acked);
         let fallback_present = count_present(&server_check, &fallback_writes);
+        let phantoms = count_present(&server_check, &not_applied);
         let out_of_bounds = counters
             .iter()
             .filter(|(key, ok, indeterminate)| {
@@ -492,9 +518,11 @@ async fn soak(options: SoakOptions) -> SoakSummary {
                 value < *ok || value > ok + indeterminate
             })
             .count() as u64;
-        (acked_present, fallback_present, out_of_bounds)
+        (acked_present, fallback_present, phantoms, out_of_bounds)
     })
     .await;
+    s.phantom_writes = phantoms;
+    s.offline = Some(options.offline);
     s.acked_writes_lost = s.acked_writes - acked_present;
     s.fallback_writes_on_server = fallback_present;
     s.incr_counters_out_of_bounds = out_of_bounds;

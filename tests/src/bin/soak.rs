@@ -2,7 +2,8 @@
 //! under seeded random faults, then one summary (see `resilis_tests::soak`).
 //!
 //! ```text
-//! cargo run --release -p resilis-tests --bin soak -- --duration 60s [--seed 1] [--workers 8]
+//! cargo run --release -p resilis-tests --bin soak -- --duration 60s [--seed 1] [--workers 8] \
+//!     [--offline fallback|queue|fail-fast]
 //! ```
 //!
 //! Exits non-zero if an acknowledged write was lost, something panicked or a
@@ -10,6 +11,7 @@
 
 use std::time::Duration;
 
+use resilis::OfflineMode;
 use resilis_tests::soak::{SoakOptions, run};
 
 fn parse_duration(s: &str) -> Duration {
@@ -39,12 +41,22 @@ fn main() {
             "--duration" => options.duration = parse_duration(&value),
             "--seed" => options.seed = value.parse().expect("--seed takes a number"),
             "--workers" => options.workers = value.parse().expect("--workers takes a number"),
-            _ => panic!("unknown option {flag:?}; options: --duration 60s --seed N --workers N"),
+            "--offline" => {
+                options.offline = match value.as_str() {
+                    "fallback" => OfflineMode::Fallback,
+                    "queue" => OfflineMode::QueueThenFail,
+                    "fail-fast" => OfflineMode::FailFast,
+                    _ => panic!("--offline takes fallback, queue or fail-fast"),
+                }
+            }
+            _ => panic!(
+                "unknown option {flag:?}; options: --duration 60s --seed N --workers N --offline fallback|queue|fail-fast"
+            ),
         }
     }
     let summary = run(options);
     println!("{summary}");
-    if summary.lost() > 0 || summary.panics > 0 || summary.hung > 0 {
+    if summary.lost() > 0 || summary.phantom_writes > 0 || summary.panics > 0 || summary.hung > 0 {
         std::process::exit(1);
     }
 }
