@@ -442,6 +442,38 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_or_mismatched_client_key_names_the_key_variable() {
+        let dir = std::env::temp_dir().join(format!("resilis-tls-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("client.crt");
+        // Any certificate will do to reach the key check: a CA from webpki.
+        let der = webpki_roots::TLS_SERVER_ROOTS.len();
+        assert!(der > 0);
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let options = TlsOptions {
+            cert_file: Some(cert.clone()),
+            key_file: Some(dir.join("missing.key")),
+            ..TlsOptions::default()
+        };
+        let err = client_config(&options).unwrap_err();
+        // Either the (bogus) certificate or the missing key is reported, by name.
+        assert!(
+            ["REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"].contains(&err.variable),
+            "{err}"
+        );
+        let key = dir.join("bad.key");
+        std::fs::write(&key, "no key here\n").unwrap();
+        let err = read_key(&key).unwrap_err();
+        assert_eq!(err.variable, "REDIS_TLS_KEY_FILE");
+        assert!(err.to_string().contains("bad.key"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn insecure_must_be_a_boolean() {
         let err = TlsOptions::from_lookup(lookup(&[("REDIS_TLS_INSECURE", "maybe")])).unwrap_err();
         assert_eq!(err.variable, "REDIS_TLS_INSECURE");
