@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p resilis-tests --features side-by-side --bin side_by_side -- \
 //!     [--partition 20s] [--outage 2s] [--tls-window 15s] [--cap 30s] \
-//!     [--clients resilis,resilis-fast,redis-rs,fred,fred+reconnect]
+//!     [--clients resilis,resilis-fast,redis-rs,fred,fred+reconnect,fred+unresponsive]
 //! ```
 //!
 //! Scenarios, each with a fresh redis-server (and proxy):
@@ -76,6 +76,9 @@ enum Kind {
     /// default fred never reconnects at all, which makes the other rows
     /// uninformative, so this shows its best simple configuration too.
     FredReconnect,
+    /// fred with a reconnect policy and its unresponsive check at 2 s:
+    /// the closest it has to liveness detection.
+    FredUnresponsive,
 }
 
 impl Kind {
@@ -86,6 +89,7 @@ impl Kind {
             Kind::RedisRs => "redis-rs 1.8 ConnectionManager",
             Kind::Fred => "fred 10.1 (defaults)",
             Kind::FredReconnect => "fred 10.1 + ReconnectPolicy::default()",
+            Kind::FredUnresponsive => "fred 10.1 + reconnect + unresponsive 2 s",
         }
     }
 
@@ -96,6 +100,7 @@ impl Kind {
             "redis-rs" => Some(Kind::RedisRs),
             "fred" => Some(Kind::Fred),
             "fred+reconnect" => Some(Kind::FredReconnect),
+            "fred+unresponsive" => Some(Kind::FredUnresponsive),
             _ => None,
         }
     }
@@ -175,12 +180,20 @@ async fn connect(kind: Kind, url: &str) -> Result<Arc<dyn Subject>, String> {
                 .map_err(|e| e.to_string())?;
             Ok(Arc::new(RedisRs(manager)))
         }
-        Kind::Fred | Kind::FredReconnect => {
+        Kind::Fred | Kind::FredReconnect | Kind::FredUnresponsive => {
             use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
             let config = Config::from_url(url).map_err(|e| e.to_string())?;
             let mut builder = Builder::from_config(config);
-            if kind == Kind::FredReconnect {
+            if kind != Kind::Fred {
                 builder.set_policy(ReconnectPolicy::default());
+            }
+            if kind == Kind::FredUnresponsive {
+                builder.with_connection_config(|c| {
+                    c.unresponsive = fred::types::config::UnresponsiveConfig {
+                        max_timeout: Some(Duration::from_secs(2)),
+                        interval: Duration::from_millis(500),
+                    };
+                });
             }
             let client = builder.build().map_err(|e| e.to_string())?;
             client.init().await.map_err(|e| e.to_string())?;
@@ -551,6 +564,7 @@ fn options() -> Options {
             Kind::RedisRs,
             Kind::Fred,
             Kind::FredReconnect,
+            Kind::FredUnresponsive,
         ],
     };
     let mut args = std::env::args().skip(1);
