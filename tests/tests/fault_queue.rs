@@ -78,7 +78,8 @@ async fn queued_commands_time_out_and_never_run_later() {
             (key, timed(SHORT_DEADLINE, call).await)
         }));
     }
-    // Batch B, later, with deadlines past the end of the outage.
+    // Batch B, later, with deadlines well past the end of the outage (a
+    // restart on a busy machine takes a few hundred ms).
     sleep(Duration::from_millis(900)).await;
     let mut batch_b = Vec::new();
     for i in 0..8 {
@@ -89,9 +90,9 @@ async fn queued_commands_time_out_and_never_run_later() {
                 .cmd("SET")
                 .arg(key.as_str())
                 .arg(i)
-                .timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(2))
                 .query();
-            (key, timed(Duration::from_secs(1), call).await)
+            (key, timed(Duration::from_secs(2), call).await)
         }));
     }
     sleep(OUTAGE.saturating_sub(down_at.elapsed())).await;
@@ -153,7 +154,7 @@ async fn queued_commands_time_out_and_never_run_later() {
     assert!(tally_a.max_latency <= SHORT_DEADLINE + SLACK, "{tally_a:?}");
     assert!(ran_late.is_empty(), "timed out, then ran: {ran_late:?}");
     assert_eq!(tally_b.ok, 8, "batch B: {tally_b:?}");
-    assert!(tally_b.max_latency <= Duration::from_secs(1) + SLACK);
+    assert!(tally_b.max_latency <= Duration::from_secs(2) + SLACK);
     for key in &ok_keys {
         assert_eq!(
             server.command(&["EXISTS", key]),
