@@ -217,6 +217,7 @@ fn main() {
             // e.g. `--only resilis` to profile one client.
             "--only" => only = args.next(),
             "--pipelined-only" => in_flights = vec![IN_FLIGHT],
+            "--sequential-only" => in_flights = vec![1],
             // Two Tokio worker threads instead of one (for every client).
             "--multi-thread" => multi_thread = true,
             _ => {}
