@@ -148,6 +148,11 @@ pub struct Config {
     pub permanent_retry: Option<Duration>,
     pub queue: QueueConfig,
     pub resp_limits: Limits,
+    /// Most bytes one reply may take, all its elements together. The limits
+    /// of `resp_limits` bound a bulk, an aggregate's length and the depth;
+    /// this bounds what an adapter must buffer for one frame (an endless
+    /// array of legal bulks would otherwise grow it until `ping_timeout`).
+    pub max_frame_len: usize,
 }
 
 impl Default for Config {
@@ -175,6 +180,7 @@ impl Default for Config {
             permanent_retry: Some(Duration::from_secs(30)),
             queue: QueueConfig::default(),
             resp_limits: Limits::REDIS,
+            max_frame_len: 512 * 1024 * 1024,
         }
     }
 }

@@ -557,6 +557,13 @@ impl<const N: usize> Connection<N> {
                 frame, consumed, ..
             }) => (frame, consumed),
             Ok(Decoded::Incomplete { needed }) => {
+                if buf.len() >= self.config.max_frame_len {
+                    let max = self.config.max_frame_len;
+                    let reason =
+                        DisconnectReason::Protocol(resp::DecodeError::FrameTooLong { max });
+                    self.fail(now, reason, true);
+                    return Received::Discard;
+                }
                 if let Phase::Handshake { received_any, .. } = &mut self.phase {
                     *received_any = true;
                 }

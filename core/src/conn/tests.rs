@@ -629,6 +629,29 @@ fn hostile_bytes_close_with_a_typed_reason() {
 }
 
 #[test]
+fn a_reply_that_never_ends_is_cut_at_max_frame_len() {
+    let mut config = Config::default();
+    config.max_frame_len = 64;
+    let mut t = T::new(config);
+    t.ready();
+    t.submit(true, 60_000).unwrap();
+    t.drain();
+    let mut endless = b"*1000\r\n".to_vec();
+    while endless.len() < 60 {
+        endless.extend_from_slice(b"$3\r\nabc\r\n");
+    }
+    assert!(matches!(
+        t.recv(&endless).as_slice(),
+        [Received::Incomplete { .. }]
+    ));
+    endless.extend_from_slice(b"$3\r\nabc\r\n");
+    assert_eq!(t.recv(&endless), [Received::Discard]);
+    let reason = DisconnectReason::Protocol(resp::DecodeError::FrameTooLong { max: 64 });
+    assert_eq!(t.conn.last_reason(), Some(reason));
+    assert_eq!(t.drain()[0], Rec::Close);
+}
+
+#[test]
 fn offline_queue_is_bounded_by_count_and_bytes() {
     let mut config = Config::default();
     config.queue = QueueConfig {

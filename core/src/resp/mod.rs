@@ -217,6 +217,9 @@ pub enum DecodeError {
     BulkTooLong { len: u64, max: usize },
     /// An aggregate longer than [`Limits::max_aggregate_len`].
     AggregateTooLong { len: u64, max: usize },
+    /// A reply still incomplete after this many bytes (the connection's
+    /// `max_frame_len`; the decoder itself never returns it).
+    FrameTooLong { max: usize },
     /// A simple string, error, double or big number with no CRLF within
     /// `max` bytes (`max_bulk_len` clamped to 1-64 KiB; 512 for doubles): the
     /// peer is not speaking RESP. Lengths and integers longer than 20
@@ -251,6 +254,9 @@ impl core::fmt::Display for DecodeError {
                     f,
                     "RESP aggregate of {len} elements exceeds the limit of {max}"
                 )
+            }
+            DecodeError::FrameTooLong { max } => {
+                write!(f, "RESP reply longer than the limit of {max} bytes")
             }
             DecodeError::LineTooLong { max } => {
                 write!(f, "RESP line longer than {max} bytes without CRLF")
