@@ -1,7 +1,10 @@
 //! The Redis handshake's commands and how to read their replies:
 //! `HELLO <proto> [AUTH user pass] [SETNAME name]`, or, for servers that do
 //! not know HELLO (Redis < 6), `AUTH` and `CLIENT SETNAME` on RESP2; then
-//! `SELECT db`.
+//! `SELECT db`; then `PING`, because HELLO, AUTH and SELECT are all allowed
+//! while Redis loads its dataset after a restart, and PING is not: its
+//! `-LOADING` keeps the connection out of Ready (and retrying) until the
+//! server can really serve.
 
 use crate::config::Config;
 use crate::resp::{Frame, encode};
@@ -14,6 +17,7 @@ pub enum HandshakeStep {
     Auth,
     SetName,
     Select,
+    Ping,
 }
 
 /// The server's version, from HELLO's reply.
@@ -38,6 +42,7 @@ pub(crate) fn next_step(step: HandshakeStep, config: &Config) -> Option<Handshak
         HandshakeStep::Auth,
         HandshakeStep::SetName,
         HandshakeStep::Select,
+        HandshakeStep::Ping,
     ];
     let after = order
         .iter()
@@ -57,6 +62,7 @@ fn needed(step: HandshakeStep, config: &Config) -> bool {
         HandshakeStep::Auth => !config.password.is_empty(),
         HandshakeStep::SetName => !config.client_name.is_empty(),
         HandshakeStep::Select => config.db != 0,
+        HandshakeStep::Ping => true,
     }
 }
 
@@ -84,6 +90,7 @@ pub(crate) fn encode_step(
         }
         HandshakeStep::SetName => encode::client_setname(buf, config.client_name.as_bytes()),
         HandshakeStep::Select => encode::select(buf, config.db),
+        HandshakeStep::Ping => encode::ping(buf),
     }
 }
 
@@ -147,8 +154,11 @@ mod tests {
     #[test]
     fn steps_skip_what_the_config_does_not_need() {
         let mut c = Config::default();
-        assert_eq!(next_step(HandshakeStep::Hello, &c), None);
-        assert_eq!(fallback_step(&c), None);
+        assert_eq!(
+            next_step(HandshakeStep::Hello, &c),
+            Some(HandshakeStep::Ping)
+        );
+        assert_eq!(fallback_step(&c), Some(HandshakeStep::Ping));
         c.db = 2;
         assert_eq!(
             next_step(HandshakeStep::Hello, &c),
@@ -165,7 +175,11 @@ mod tests {
             next_step(HandshakeStep::SetName, &c),
             Some(HandshakeStep::Select)
         );
-        assert_eq!(next_step(HandshakeStep::Select, &c), None);
+        assert_eq!(
+            next_step(HandshakeStep::Select, &c),
+            Some(HandshakeStep::Ping)
+        );
+        assert_eq!(next_step(HandshakeStep::Ping, &c), None);
     }
 
     #[test]

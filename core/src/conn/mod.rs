@@ -802,11 +802,7 @@ impl<const N: usize> Connection<N> {
                     protocol,
                 };
                 // HELLO already authenticated and named the client.
-                if self.config.db != 0 {
-                    Some(HandshakeStep::Select)
-                } else {
-                    None
-                }
+                handshake::next_step(HandshakeStep::SetName, &self.config)
             } else {
                 handshake::next_step(step, &self.config)
             }

@@ -108,7 +108,19 @@ impl T {
         }
     }
 
-    /// start → open → HELLO → ready.
+    /// HELLO's reply, then the readiness PING's, each after the request
+    /// went out (as on a real connection).
+    #[track_caller]
+    fn finish_handshake(&mut self) -> Vec<Rec> {
+        self.recv(HELLO3_REPLY);
+        let mut out = self.drain();
+        assert_eq!(out.pop(), Some(Rec::Tx(b"*1\r\n$4\r\nPING\r\n".to_vec())));
+        self.recv(b"+PONG\r\n");
+        out.extend(self.drain());
+        out
+    }
+
+    /// start → open → HELLO → PING → ready.
     #[track_caller]
     fn ready(&mut self) {
         self.conn.handle_start(self.now);
@@ -128,7 +140,7 @@ impl T {
             matches!(out.as_slice(), [Rec::Ev(Event::Connected), Rec::Tx(_)]),
             "{out:?}"
         );
-        self.recv(HELLO3_REPLY);
+        self.finish_handshake();
         self.drain();
         assert_eq!(self.conn.phase(), PhaseKind::Ready);
     }
@@ -190,6 +202,10 @@ fn connect_handshake_ready() {
             consumed: HELLO3_REPLY.len()
         }]
     );
+    // HELLO is allowed while Redis loads its dataset; PING is not.
+    assert_eq!(t.drain(), [Rec::Tx(b"*1\r\n$4\r\nPING\r\n".to_vec())]);
+    assert_eq!(t.conn.phase(), PhaseKind::Handshake);
+    t.recv(b"+PONG\r\n");
     let version = Some(ServerVersion {
         major: 7,
         minor: 0,
@@ -225,10 +241,29 @@ fn handshake_with_password_name_and_db() {
     assert_eq!(t.drain(), [Rec::Tx(hello_bytes(&["SELECT", "2"]))]);
     assert_eq!(t.conn.phase(), PhaseKind::Handshake);
     t.recv(b"+OK\r\n");
+    assert_eq!(t.drain(), [Rec::Tx(hello_bytes(&["PING"]))]);
+    t.recv(b"+PONG\r\n");
     assert!(matches!(
         t.drain().as_slice(),
         [Rec::Ev(Event::Ready { .. })]
     ));
+}
+
+#[test]
+fn a_server_still_loading_is_not_ready() {
+    let mut t = T::new(Config::default());
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(HELLO3_REPLY);
+    t.drain();
+    t.recv(b"-LOADING Redis is loading the dataset in memory\r\n");
+    let out = t.drain();
+    assert_eq!(out[0], Rec::Close);
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::Loading));
+    // Transient: back off and try again, never Ready while loading.
+    assert_eq!(t.conn.phase(), PhaseKind::Backoff);
 }
 
 #[test]
@@ -249,6 +284,8 @@ fn server_without_hello_falls_back_to_auth_and_resp2() {
         [Rec::Tx(hello_bytes(&["CLIENT", "SETNAME", "w"]))]
     );
     t.recv(b"+OK\r\n");
+    assert_eq!(t.drain(), [Rec::Tx(hello_bytes(&["PING"]))]);
+    t.recv(b"+PONG\r\n");
     assert_eq!(
         t.drain(),
         [Rec::Ev(Event::Ready {
@@ -731,8 +768,7 @@ fn in_flight_commands_are_resolved_exactly_once_on_disconnect() {
     t.advance();
     t.conn.handle_transport_opened(t.now);
     t.drain();
-    t.recv(HELLO3_REPLY);
-    let out = t.drain();
+    let out = t.finish_handshake();
     assert_eq!(out.last(), Some(&Rec::Cmd(read)));
     assert_eq!(out.iter().filter(|r| matches!(r, Rec::Cmd(_))).count(), 1);
     assert_eq!(t.conn.stats().retried, 1);
@@ -749,7 +785,7 @@ fn deadlines_resolve_queued_as_timed_out_and_written_as_indeterminate() {
     // Never written afterwards.
     t.conn.handle_transport_opened(t.now);
     t.drain();
-    t.recv(HELLO3_REPLY);
+    t.finish_handshake();
     assert!(!t.drain().iter().any(|r| matches!(r, Rec::Cmd(_))));
 
     let written = t.submit(false, t.ms() + 1_000).unwrap();
@@ -865,7 +901,7 @@ fn attempts_reset_once_ready_long_enough() {
     assert_eq!(t.conn.attempts(), 3);
     t.conn.handle_transport_opened(t.now);
     t.drain();
-    t.recv(HELLO3_REPLY);
+    t.finish_handshake();
     t.drain();
     // Dropped before reset_after: the schedule continues (flapping is not a reset).
     t.advance_by(1_000);
@@ -879,7 +915,7 @@ fn attempts_reset_once_ready_long_enough() {
     t.advance();
     t.conn.handle_transport_opened(t.now);
     t.drain();
-    t.recv(HELLO3_REPLY);
+    t.finish_handshake();
     t.drain();
     t.advance_by(5_000);
     assert_eq!(t.conn.attempts(), 0);
@@ -902,8 +938,7 @@ fn fallback_engages_on_failure_and_releases_when_ready() {
     t.advance();
     t.conn.handle_transport_opened(t.now);
     t.drain();
-    t.recv(HELLO3_REPLY);
-    let out = t.drain();
+    let out = t.finish_handshake();
     assert_eq!(out.last(), Some(&Rec::Ev(Event::FallbackReleased)));
     assert!(!t.conn.fallback_active());
 }

@@ -107,6 +107,10 @@ impl T {
                 consumed: HELLO3_REPLY.len()
             }
         );
+        // The readiness PING: HELLO is allowed while Redis loads, PING is not.
+        assert_eq!(self.drain(), [tx(PING)]);
+        assert_eq!(self.conn.phase(), PhaseKind::Handshake);
+        let _ = self.conn.handle_receive(self.now, b"+PONG\r\n");
         assert_eq!(
             self.drain(),
             [Rec::Ev(Event::Ready {
@@ -212,6 +216,8 @@ fn connect_ready_ping_timeout_backoff() {
     t.conn.handle_transport_opened(t.now);
     assert_eq!(t.drain(), [Rec::Ev(Event::Connected), tx(HELLO3)]);
     let _ = t.conn.handle_receive(t.now, HELLO3_REPLY);
+    assert_eq!(t.drain(), [tx(PING)]);
+    let _ = t.conn.handle_receive(t.now, b"+PONG\r\n");
     let out = t.drain();
     assert!(
         matches!(
@@ -364,6 +370,8 @@ impl T {
         self.conn.handle_transport_opened(self.now);
         self.drain();
         let _ = self.conn.handle_receive(self.now, HELLO3_REPLY);
+        assert_eq!(self.drain(), [tx(PING)]);
+        let _ = self.conn.handle_receive(self.now, b"+PONG\r\n");
         let out = self.drain();
         assert!(
             matches!(out.as_slice(), [Rec::Ev(Event::Ready { .. }), Rec::Cmd(c)] if *c == id),
