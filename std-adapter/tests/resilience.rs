@@ -132,7 +132,10 @@ async fn fallback_engaged_then_released_with_outage_writes_replayed() {
         matches!(incr, Err(Error::ConnectionDown { .. })),
         "{incr:?}"
     );
-    assert!(started.elapsed() < Duration::from_millis(500), "fails fast");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "fails fast, not after the 2 s command timeout"
+    );
 
     let health = client.health();
     assert!(health.fallback_active);
@@ -211,7 +214,10 @@ async fn fail_fast_mode_answers_at_once_while_down() {
     let started = std::time::Instant::now();
     let err = client.get::<String>("k").await.unwrap_err();
     assert!(matches!(err, Error::ConnectionDown { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "fails fast, not after the 2 s command timeout"
+    );
     assert!(err.fix().is_some());
     restart(&server).await;
     ready(&client).await;
