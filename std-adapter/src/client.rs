@@ -373,7 +373,8 @@ fn spawn(options: &Options, tls: Option<TlsSetup>) -> Result<Handle, Error> {
     );
     let shared = Arc::new(Shared::new(endpoint, options.fallback));
     let (tx, rx) = mpsc::channel(driver::CHANNEL);
-    runtime.spawn(Driver::new(config, tls, rx, shared.clone()).run());
+    let early_fallback = options.offline == OfflineMode::Fallback;
+    runtime.spawn(Driver::new(config, tls, rx, shared.clone(), early_fallback).run());
     Ok(Handle { tx, shared })
 }
 
@@ -517,6 +518,19 @@ impl Client {
         blocking: bool,
         timeout: Option<Duration>,
     ) -> Result<Value, Error> {
+        self.send(bytes, idempotent, blocking, timeout, false).await
+    }
+
+    /// `fallback_read`: a GET/EXISTS whose caller turns to the cache when
+    /// fallback engages while it waits.
+    async fn send(
+        &self,
+        bytes: Vec<u8>,
+        idempotent: bool,
+        blocking: bool,
+        timeout: Option<Duration>,
+        fallback_read: bool,
+    ) -> Result<Value, Error> {
         let handle = if blocking {
             self.blocking_handle()?
         } else {
@@ -537,6 +551,7 @@ impl Client {
             timeout,
             idempotent,
             blocking,
+            fallback_read,
             reply: tx,
         };
         // The channel is drained on every wake, so it is rarely full: try the
@@ -631,8 +646,15 @@ impl Client {
         if self.serving_fallback() {
             return from_cache(self);
         }
+        let fallback_read = self.fallback_mode();
         match self
-            .request(encode_vec(|b| encode::get(b, key)), true, false, None)
+            .send(
+                encode_vec(|b| encode::get(b, key)),
+                true,
+                false,
+                None,
+                fallback_read,
+            )
             .await
         {
             Ok(value) => {
@@ -762,8 +784,15 @@ impl Client {
         if self.serving_fallback() {
             return from_cache(self);
         }
+        let fallback_read = self.fallback_mode();
         match self
-            .request(encode_vec(|b| encode::exists(b, &[key])), true, false, None)
+            .send(
+                encode_vec(|b| encode::exists(b, &[key])),
+                true,
+                false,
+                None,
+                fallback_read,
+            )
             .await
         {
             Ok(v) => Ok(Sourced::redis(convert::<i64>(v)? > 0)),

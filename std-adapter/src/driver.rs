@@ -67,6 +67,10 @@ pub(crate) struct Command {
     pub timeout: Duration,
     pub idempotent: bool,
     pub blocking: bool,
+    /// A read the fallback cache can answer: when fallback engages while it
+    /// waits, its caller is answered at once (and turns to the cache)
+    /// instead of waiting for a reconnect or its deadline.
+    pub fallback_read: bool,
     pub reply: oneshot::Sender<Result<Value, Error>>,
 }
 
@@ -74,11 +78,15 @@ enum Waiter {
     Caller(oneshot::Sender<Result<Value, Error>>),
     /// A write from the outage log being replayed.
     Replay,
+    /// The caller was already answered (fallback engaged); whatever comes
+    /// for this command is dropped.
+    Detached,
 }
 
 struct Pending {
     bytes: Vec<u8>,
     waiter: Waiter,
+    fallback_read: bool,
 }
 
 /// Commands the core knows, by id. The core hands out consecutive ids and
@@ -128,6 +136,10 @@ impl PendingTable {
 
     fn drain(&mut self) -> impl Iterator<Item = Pending> + '_ {
         self.slots.drain(..).flatten()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Pending> + '_ {
+        self.slots.iter_mut().flatten()
     }
 }
 
@@ -212,6 +224,10 @@ pub(crate) struct Driver {
     keepalive: Duration,
     command_timeout: Duration,
     shutting_down: bool,
+    /// Offline mode `Fallback`: answer waiting reads early when it engages.
+    early_fallback: bool,
+    /// Outage writes still to replay, submitted in slices as room frees up.
+    replay_backlog: VecDeque<(Vec<u8>, OutageWrite)>,
 }
 
 impl Driver {
@@ -220,6 +236,7 @@ impl Driver {
         tls: Option<TlsSetup>,
         rx: mpsc::Receiver<Request>,
         shared: Arc<Shared>,
+        early_fallback: bool,
     ) -> Driver {
         let epoch = TokioInstant::now();
         Driver {
@@ -243,6 +260,8 @@ impl Driver {
             timer_armed: false,
             shared,
             shutting_down: false,
+            early_fallback,
+            replay_backlog: VecDeque::new(),
         }
     }
 
@@ -254,7 +273,12 @@ impl Driver {
         let now = self.now();
         self.conn.handle_start(now);
         loop {
-            let deadline = self.drain();
+            let mut deadline = self.drain();
+            // Bounded: each pass submits from a finite backlog, and stops
+            // when the core has no room.
+            while self.pump_replay() {
+                deadline = self.drain();
+            }
             self.publish_gauges();
             if self.conn.phase() == PhaseKind::Shutdown && self.wbuf.is_empty() {
                 break;
@@ -298,7 +322,8 @@ impl Driver {
                 Output::Close => self.close_transport(),
                 Output::Resolved { id, outcome } => {
                     if let Some(p) = self.pending.take(id) {
-                        finish(p.waiter, Err(outcome_error(outcome)), Some(&self.shared));
+                        let error = outcome_error(outcome);
+                        finish(p.waiter, Err(error), Some(&self.shared));
                     }
                 }
                 Output::Event(e) => event = Some(e),
@@ -409,15 +434,33 @@ impl Driver {
                 tracing::error!(%endpoint, fix = reason.fix(), "gave up on Redis: {}", crate::health::describe(&reason))
             }
             Event::FallbackEngaged { reason } => {
-                self.shared.fallback().active = true;
+                {
+                    let mut fb = self.shared.fallback();
+                    fb.active = true;
+                    // A replay cut short goes back to the log; a write made
+                    // since (already in the log) is newer and wins.
+                    for (key, write) in self.replay_backlog.drain(..) {
+                        fb.outage.entry(key).or_insert(write);
+                    }
+                }
                 self.shared.fallback_hint.store(true, Relaxed);
+                if self.early_fallback {
+                    for p in self.pending.iter_mut() {
+                        if p.fallback_read
+                            && let Waiter::Caller(tx) =
+                                std::mem::replace(&mut p.waiter, Waiter::Detached)
+                        {
+                            let _ = tx.send(Err(Error::down(reason)));
+                        }
+                    }
+                }
                 tracing::warn!(%endpoint, "fallback engaged: serving from the in-memory cache ({})", crate::health::describe(&reason));
             }
             Event::FallbackReleased => {
                 let log = self.shared.fallback().release();
                 self.shared.fallback_hint.store(false, Relaxed);
                 tracing::info!(%endpoint, outage_writes = log.len(), "fallback released: Redis is back");
-                self.replay(log);
+                self.replay_backlog.extend(log);
             }
         }
         self.shared.on_event(&event);
@@ -425,38 +468,26 @@ impl Driver {
         let _ = self.shared.events.send(event);
     }
 
-    /// Submits the outage log to the core, ahead of anything submitted later.
-    fn replay(&mut self, log: Vec<(Vec<u8>, OutageWrite)>) {
+    /// Submits the next slice of the outage log, while the connection is
+    /// ready and the core has room (half its slots, half its queue bound,
+    /// at most a batch). Returns whether it submitted anything.
+    fn pump_replay(&mut self) -> bool {
+        if self.replay_backlog.is_empty() || !self.conn.is_ready() {
+            return false;
+        }
+        let busy = self.conn.in_flight() + self.conn.queued();
+        let max_queue = self.conn.config().queue.max_commands;
+        let room = (SLOTS / 2)
+            .saturating_sub(busy)
+            .min((max_queue / 2).saturating_sub(self.conn.queued()))
+            .min(BATCH);
         let wall = std::time::Instant::now();
-        for (key, write) in log {
-            let bytes = match write {
-                OutageWrite::Set { value, expires } => match expires {
-                    None => encode_vec(|b| encode::encode_args(b, &[b"SET", &key, &value])),
-                    Some(at) => match at.checked_duration_since(wall) {
-                        Some(left) if !left.is_zero() => {
-                            let ms = left.as_millis().max(1) as u64;
-                            encode_vec(|b| {
-                                let mut c = CommandEncoder::new(b, 5);
-                                c.arg(b"SET").arg(&key).arg(&value).arg(b"PX").arg_uint(ms);
-                                c.finish()
-                            })
-                        }
-                        // Expired during the outage: in Redis it would be gone.
-                        _ => encode_vec(|b| encode::del(b, &[&key])),
-                    },
-                },
-                OutageWrite::Del => encode_vec(|b| encode::del(b, &[&key])),
-                OutageWrite::Expire { expires } => {
-                    let ms = expires
-                        .checked_duration_since(wall)
-                        .map_or(1, |d| d.as_millis().max(1) as u64);
-                    encode_vec(|b| {
-                        let mut c = CommandEncoder::new(b, 3);
-                        c.arg(b"PEXPIRE").arg(&key).arg_uint(ms);
-                        c.finish()
-                    })
-                }
+        let mut submitted = 0;
+        while submitted < room {
+            let Some((key, write)) = self.replay_backlog.pop_front() else {
+                break;
             };
+            let bytes = replay_bytes(&key, &write, wall);
             let now = self.now();
             let submit = Submit {
                 len: bytes.len(),
@@ -466,19 +497,29 @@ impl Driver {
                 blocking: false,
             };
             match self.conn.handle_submit(now, submit) {
-                Ok(id) => self.pending.insert(
-                    id,
-                    Pending {
-                        bytes,
-                        waiter: Waiter::Replay,
-                    },
-                ),
+                Ok(id) => {
+                    submitted += 1;
+                    self.pending.insert(
+                        id,
+                        Pending {
+                            bytes,
+                            waiter: Waiter::Replay,
+                            fallback_read: false,
+                        },
+                    );
+                }
+                Err(SubmitError::Backpressure { .. }) => {
+                    // No room after all: try again on the next pass.
+                    self.replay_backlog.push_front((key, write));
+                    break;
+                }
                 Err(e) => {
                     bump(&self.shared.metrics.outage_writes_lost);
                     tracing::warn!("outage write not replayed to Redis: {e}");
                 }
             }
         }
+        submitted > 0
     }
 
     fn publish_gauges(&self) {
@@ -723,6 +764,7 @@ impl Driver {
                             Pending {
                                 bytes: cmd.bytes,
                                 waiter: Waiter::Caller(cmd.reply),
+                                fallback_read: cmd.fallback_read,
                             },
                         ),
                         Err(e) => {
@@ -739,6 +781,38 @@ impl Driver {
             }
         }
         self.incoming = batch;
+    }
+}
+
+/// The command that replays one outage write (`wall`: now, for TTLs).
+fn replay_bytes(key: &[u8], write: &OutageWrite, wall: std::time::Instant) -> Vec<u8> {
+    match write {
+        OutageWrite::Set { value, expires } => match expires {
+            None => encode_vec(|b| encode::encode_args(b, &[b"SET", key, value])),
+            Some(at) => match at.checked_duration_since(wall) {
+                Some(left) if !left.is_zero() => {
+                    let ms = left.as_millis().max(1) as u64;
+                    encode_vec(|b| {
+                        let mut c = CommandEncoder::new(b, 5);
+                        c.arg(b"SET").arg(key).arg(value).arg(b"PX").arg_uint(ms);
+                        c.finish()
+                    })
+                }
+                // Expired during the outage: in Redis it would be gone.
+                _ => encode_vec(|b| encode::del(b, &[key])),
+            },
+        },
+        OutageWrite::Del => encode_vec(|b| encode::del(b, &[key])),
+        OutageWrite::Expire { expires } => {
+            let ms = expires
+                .checked_duration_since(wall)
+                .map_or(1, |d| d.as_millis().max(1) as u64);
+            encode_vec(|b| {
+                let mut c = CommandEncoder::new(b, 3);
+                c.arg(b"PEXPIRE").arg(key).arg_uint(ms);
+                c.finish()
+            })
+        }
     }
 }
 
@@ -767,6 +841,10 @@ fn make_room(rbuf: &mut Vec<u8>, rstart: &mut usize, rend: &mut usize, needed: O
 
 /// Answers a waiter and counts the answer.
 fn finish(waiter: Waiter, result: Result<Value, Error>, shared: Option<&Shared>) {
+    if let Waiter::Detached = waiter {
+        // Answered already, and counted by the fallback that answered it.
+        return;
+    }
     if let Some(shared) = shared {
         let m = &shared.metrics;
         match &result {
@@ -918,6 +996,7 @@ mod tests {
                 Pending {
                     bytes: vec![id as u8],
                     waiter: Waiter::Replay,
+                    fallback_read: false,
                 },
             );
         }

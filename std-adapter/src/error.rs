@@ -120,7 +120,9 @@ impl fmt::Display for Error {
             Error::ConnectionDown { reason: None, fix } => {
                 write!(f, "Redis connection down: {fix}")
             }
-            Error::Timeout => f.write_str("command timed out before it could be sent (not applied)"),
+            Error::Timeout => {
+                f.write_str("command timed out before it could be sent (not applied)")
+            }
             Error::Indeterminate { cause } => match cause {
                 IndeterminateCause::TimedOut => f.write_str(
                     "command sent but no reply before its deadline: it may have been applied",

@@ -288,3 +288,53 @@ async fn nothing_listening_is_diagnosed_as_refused_and_retried() {
     assert!(health.reconnect_attempts >= 1, "{health:?}");
     assert!(!health.last_error.unwrap().permanent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_outage_log_is_replayed_in_slices_past_the_queue_bound() {
+    let server = Arc::new(RedisServer::start());
+    let client = Client::with_options(fast(&server.url())).unwrap();
+    ready(&client).await;
+    kill(&server).await;
+    assert!(eventually(Duration::from_secs(3), || client.fallback_active()).await);
+    // Three times the core's default queue bound (1024 commands).
+    const WRITES: u64 = 3000;
+    for i in 0..WRITES {
+        let set = client
+            .set_with_source(format!("outage:{i}"), "v", SetOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(set.source, Source::Fallback);
+    }
+    assert_eq!(client.health().counters.outage_writes_pending, WRITES);
+    restart(&server).await;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            client.health().counters.outage_writes_replayed == WRITES
+        })
+        .await,
+        "{:?}",
+        client.health().counters
+    );
+    assert_eq!(client.health().counters.outage_writes_lost, 0);
+    assert_eq!(server.command(&["DBSIZE"]), WRITES.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_caught_by_a_partition_falls_back_when_the_connection_is_declared_dead() {
+    let server = RedisServer::start();
+    let proxy = resilis_tests::FaultProxy::start(server.addr());
+    // A long command deadline, so that falling back at the deadline would show.
+    let options = fast(&proxy.url()).command_timeout(Duration::from_secs(8));
+    let client = Client::with_options(options).unwrap();
+    ready(&client).await;
+    client.set("user:7", "grace").await.unwrap();
+    proxy.freeze();
+    let started = std::time::Instant::now();
+    let got = client.get_with_source::<String>("user:7").await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(got.source, Source::Fallback);
+    assert_eq!(got.value.as_deref(), Some("grace"));
+    // Declared dead after ping_timeout (1 s here), not at the 8 s deadline.
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    proxy.heal();
+}
