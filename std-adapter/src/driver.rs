@@ -445,8 +445,16 @@ impl Driver {
                 }
                 self.shared.fallback_hint.store(true, Relaxed);
                 if self.early_fallback {
+                    // Only where the cache has an answer: a read it cannot
+                    // answer keeps waiting for Redis (retried after the
+                    // reconnect, as idempotent commands are), rather than
+                    // being told "absent" about a key that may exist.
+                    let mut fb = self.shared.fallback();
+                    let now = std::time::Instant::now();
                     for p in self.pending.iter_mut() {
                         if p.fallback_read
+                            && matches!(p.waiter, Waiter::Caller(_))
+                            && command_key(&p.bytes).is_some_and(|k| fb.cache.get(k, now).is_some())
                             && let Waiter::Caller(tx) =
                                 std::mem::replace(&mut p.waiter, Waiter::Detached)
                         {
@@ -784,6 +792,21 @@ impl Driver {
     }
 }
 
+/// The key of a one-key command (`GET key`, `EXISTS key`), read back from
+/// its encoded bytes.
+fn command_key(bytes: &[u8]) -> Option<&[u8]> {
+    match resilis_core::resp::decode(bytes, &resilis_core::resp::Limits::REDIS) {
+        Ok(resilis_core::resp::Decoded::Frame {
+            frame: resilis_core::resp::Frame::Array(args),
+            ..
+        }) => match args.iter().nth(1) {
+            Some(resilis_core::resp::Frame::BulkString(key)) => Some(key),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The command that replays one outage write (`wall`: now, for TTLs).
 fn replay_bytes(key: &[u8], write: &OutageWrite, wall: std::time::Instant) -> Vec<u8> {
     match write {
@@ -1011,6 +1034,15 @@ mod tests {
         assert!(table.take(CommandId(4)).is_some());
         assert!(table.slots.is_empty());
         assert!(table.take(CommandId(99)).is_none());
+    }
+
+    #[test]
+    fn command_key_reads_the_first_argument() {
+        let get = encode_vec(|b| encode::get(b, b"user:\r\n1"));
+        assert_eq!(command_key(&get), Some(&b"user:\r\n1"[..]));
+        let ping = encode_vec(encode::ping);
+        assert_eq!(command_key(&ping), None);
+        assert_eq!(command_key(b"garbage"), None);
     }
 
     #[test]
