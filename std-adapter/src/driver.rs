@@ -919,6 +919,7 @@ fn submit_error(e: SubmitError, last: Option<resilis_core::DisconnectReason>) ->
         SubmitError::NotReady { .. } => last.map_or_else(Error::down_unknown, Error::down),
         SubmitError::Down { reason } => Error::down(reason),
         SubmitError::Shutdown => Error::Shutdown,
+        SubmitError::TooLarge { len, max } => Error::TooLarge { len, max },
     }
 }
 

@@ -39,6 +39,9 @@ pub enum Error {
     Server(String),
     /// The command queue is at its bound (commands or bytes): back off.
     Backpressure { queued: usize, queued_bytes: usize },
+    /// One command larger than the queue's byte bound: it can never be sent
+    /// with these settings. Never applied.
+    TooLarge { len: usize, max: usize },
     /// A `REDIS_*` variable or URL part is invalid.
     Config(ConfigError),
     /// A `REDIS_TLS_*` setting is invalid (unreadable file, bad PEM...).
@@ -74,7 +77,10 @@ impl Error {
     pub fn is_not_applied(&self) -> bool {
         matches!(
             self,
-            Error::ConnectionDown { .. } | Error::Timeout | Error::Backpressure { .. }
+            Error::ConnectionDown { .. }
+                | Error::Timeout
+                | Error::Backpressure { .. }
+                | Error::TooLarge { .. }
         )
     }
 
@@ -100,6 +106,9 @@ impl Error {
             Error::Backpressure { .. } => {
                 Some("too many commands queued: slow down or raise the queue bounds")
             }
+            Error::TooLarge { .. } => Some(
+                "raise the queue's byte bound (Options::configure(|c| c.queue.max_bytes = ...)) or split the value",
+            ),
             Error::Tls(e) => Some(e.fix),
             Error::Unsupported { why, .. } => Some(why),
             Error::NoRuntime => {
@@ -139,6 +148,10 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "command queue full ({queued} commands, {queued_bytes} bytes): slow down"
+            ),
+            Error::TooLarge { len, max } => write!(
+                f,
+                "command of {len} bytes is larger than the queue's bound of {max} bytes (not applied)"
             ),
             Error::Config(e) => write!(f, "configuration: {e}"),
             Error::Tls(e) => write!(f, "TLS configuration: {e}"),

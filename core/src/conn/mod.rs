@@ -278,6 +278,12 @@ pub enum SubmitError {
     Down {
         reason: DisconnectReason,
     },
+    /// This one command is larger than the queue's byte bound: it could never
+    /// be queued, however empty the queue (not a reason to slow down).
+    TooLarge {
+        len: usize,
+        max: usize,
+    },
     Shutdown,
 }
 
@@ -297,6 +303,10 @@ impl core::fmt::Display for SubmitError {
                 write!(f, "connection not ready ({})", phase.as_str())
             }
             SubmitError::Down { reason } => write!(f, "connection down: {reason}"),
+            SubmitError::TooLarge { len, max } => write!(
+                f,
+                "command of {len} bytes is larger than the queue's bound of {max} bytes: raise queue.max_bytes"
+            ),
             SubmitError::Shutdown => f.write_str("connection shut down"),
         }
     }
@@ -625,6 +635,12 @@ impl<const N: usize> Connection<N> {
                 });
             }
             _ => {}
+        }
+        if submit.len > self.config.queue.max_bytes {
+            return Err(SubmitError::TooLarge {
+                len: submit.len,
+                max: self.config.queue.max_bytes,
+            });
         }
         let kind = SlotKind::Command {
             idempotent: submit.idempotent,

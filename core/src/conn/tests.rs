@@ -723,6 +723,20 @@ fn offline_queue_is_bounded_by_count_and_bytes() {
         assert!(accepted < 100);
     }
     assert_eq!(accepted, 7);
+    // One command over the byte bound is not backpressure: it never fits.
+    let huge = Submit {
+        len: 2_000,
+        deadline: Instant::from_millis(1_000),
+        idempotent: true,
+        blocking: false,
+    };
+    assert_eq!(
+        t.conn.handle_submit(t.now, huge),
+        Err(SubmitError::TooLarge {
+            len: 2_000,
+            max: 1_000
+        })
+    );
 }
 
 #[test]
