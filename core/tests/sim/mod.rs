@@ -296,7 +296,9 @@ impl Sim {
                 | SubmitError::Down { .. }
                 | SubmitError::NotReady { .. },
             ) => self.tally.refused_at_submit += 1,
-            Err(SubmitError::Shutdown) => panic!("shut down unexpectedly"),
+            Err(e @ (SubmitError::Shutdown | SubmitError::TooLarge { .. })) => {
+                panic!("unexpected {e:?}")
+            }
         }
     }
 
