@@ -612,7 +612,12 @@ impl Driver {
                     Poll::Pending => {}
                 }
             }
-            if wake.io_failed.is_none() {
+            // Read even when the write failed: a server that refuses us
+            // (-DENIED, max clients) writes its reason and closes, and our
+            // HELLO then meets a reset. The reason is still in the receive
+            // queue, and it is the diagnosis; the reset alone would read as
+            // "closed without a reply" (TLS required).
+            {
                 make_room(&mut self.rbuf, &mut self.rstart, &mut self.rend, None);
                 let mut buf = ReadBuf::new(&mut self.rbuf[self.rend..]);
                 match transport.poll_read(cx, &mut buf) {
@@ -625,7 +630,9 @@ impl Driver {
                             wake.read_any = true;
                         }
                     }
-                    Poll::Ready(Err(e)) => wake.io_failed = Some(classify_io_error(&e)),
+                    Poll::Ready(Err(e)) => {
+                        wake.io_failed.get_or_insert(classify_io_error(&e));
+                    }
                     Poll::Pending => {}
                 }
             }

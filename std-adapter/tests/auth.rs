@@ -122,3 +122,39 @@ async fn resp2_only_server_falls_back_to_auth_and_resp2() {
         "{raw:?}"
     );
 }
+
+/// Redis writes `-DENIED` (protected mode) or `-ERR max number of clients
+/// reached` as it accepts, then closes; our HELLO then meets a reset. The
+/// reason must still be read and reported, never mistaken for "closed
+/// without a reply, server requires TLS". Repeated, since it is a race.
+#[tokio::test]
+async fn refusal_on_accept_is_read_before_the_reset() {
+    let server = RedisServer::builder().protected_mode().start();
+    // Protected mode trusts 127.0.0.1 only: come from 127.0.0.2.
+    let proxy = resilis_tests::FaultProxy::builder(server.addr())
+        .upstream_source("127.0.0.2".parse().unwrap())
+        .start();
+    for round in 0..10 {
+        let client = Client::with_options(fast(&proxy.url())).unwrap();
+        let reason = permanent_reason(&client).await;
+        assert_eq!(reason, DisconnectReason::ProtectedMode, "round {round}");
+        client.shutdown().await;
+    }
+    let full = RedisServer::builder().maxclients(1).start();
+    let _holder = full.raw_conn();
+    for round in 0..10 {
+        let client = Client::with_options(fast(&full.url())).unwrap();
+        let mut events = client.events();
+        let reason = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Ok(resilis::core::Event::Disconnected { reason }) = events.recv().await {
+                    return reason;
+                }
+            }
+        })
+        .await
+        .expect("a disconnect within 5 s");
+        assert_eq!(reason, DisconnectReason::MaxClients, "round {round}");
+        client.shutdown().await;
+    }
+}
