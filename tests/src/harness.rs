@@ -88,11 +88,27 @@ pub fn max_attempts_in(window: Duration) -> u64 {
 
 /// A client from [`fast_options`], connected (bounded wait).
 pub async fn ready_client(url: &str, offline: OfflineMode) -> Client {
-    let client = Client::with_options(fast_options(url, offline)).expect("client starts");
+    start_ready(fast_options(url, offline)).await
+}
+
+/// Starts a client and waits (bounded) until it is ready *and* its Ready
+/// event has been published: `wait_ready` returns on the phase, a moment
+/// before the event goes out, and an [`EventLog`] started in that moment
+/// would record the first connect's Ready as if it were a reconnect.
+pub async fn start_ready(options: Options) -> Client {
+    let client = Client::with_options(options).expect("client starts");
+    let mut events = client.events();
     client
         .wait_ready(Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("client not ready within 5 s: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    // Bounded by the deadline; a missed event only costs the wait.
+    while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if is_ready(&event) {
+            break;
+        }
+    }
     client
 }
 

@@ -13,10 +13,10 @@
 use std::time::Duration;
 
 use resilis::core::resp::{DecodeError, Limits};
-use resilis::{Client, DisconnectReason, Error, Event, OfflineMode};
+use resilis::{DisconnectReason, Error, Event, OfflineMode};
 use resilis_tests::harness::{
     COMMAND_TIMEOUT, EventLog, PING_TIMEOUT, SLACK, fast_options, is_disconnect, is_ready,
-    panics_so_far, proc_status_kib, timed,
+    panics_so_far, proc_status_kib, start_ready, timed,
 };
 use resilis_tests::{Behavior, HostileServer};
 use tokio::time::Instant;
@@ -145,11 +145,7 @@ async fn hostile_replies_close_the_connection_with_a_typed_reason() {
             c.resp_limits = LIMITS;
             c.max_frame_len = MAX_FRAME_LEN;
         });
-        let client = Client::with_options(options).expect("client");
-        client
-            .wait_ready(Duration::from_secs(5))
-            .await
-            .unwrap_or_else(|e| panic!("{}: handshake: {e}", case.name));
+        let client = start_ready(options).await;
         let log = EventLog::record(&client);
 
         let sent_at = Instant::now();

@@ -14,7 +14,7 @@ use resilis::core::Duration as CoreDuration;
 use resilis::{Client, OfflineMode, Source};
 use resilis_tests::harness::{
     BACKOFF_INITIAL, COMMAND_TIMEOUT, EventLog, PING_INTERVAL, PING_TIMEOUT, SLACK, fast_options,
-    is_disconnect, ready_client,
+    is_disconnect, ready_client, start_ready,
 };
 use resilis_tests::{FaultProxy, IdleAction, RedisServer};
 use tokio::time::{Instant, sleep};
@@ -68,12 +68,7 @@ async fn late_pinging_client(url: &str) -> Client {
     let options = fast_options(url, OfflineMode::Fallback).configure(|c| {
         c.ping_interval = CoreDuration::from_millis(2 * IDLE_LIMIT.as_millis() as u64);
     });
-    let client = Client::with_options(options).expect("client");
-    client
-        .wait_ready(Duration::from_secs(5))
-        .await
-        .expect("ready");
-    client
+    start_ready(options).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

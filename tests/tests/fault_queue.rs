@@ -16,7 +16,8 @@ use std::time::Duration;
 use resilis::core::IndeterminateCause;
 use resilis::{Client, Error, OfflineMode};
 use resilis_tests::harness::{
-    Ended, EventLog, SLACK, Tally, blocking, fast_options, is_disconnect, is_ready, timed,
+    Ended, EventLog, SLACK, Tally, blocking, fast_options, is_disconnect, is_ready, start_ready,
+    timed,
 };
 use resilis_tests::{FaultProxy, RedisServer};
 use tokio::time::{Instant, sleep};
@@ -29,12 +30,7 @@ async fn queueing_client(url: &str) -> Client {
     let options = fast_options(url, OfflineMode::QueueThenFail).configure(|c| {
         c.queue.max_commands = QUEUE_BOUND;
     });
-    let client = Client::with_options(options).expect("client");
-    client
-        .wait_ready(Duration::from_secs(5))
-        .await
-        .expect("ready");
-    client
+    start_ready(options).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

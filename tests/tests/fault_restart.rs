@@ -151,11 +151,7 @@ async fn sigkills_of_a_tls_only_server() {
     let options =
         resilis_tests::harness::fast_options(&server.tls_url(), OfflineMode::QueueThenFail)
             .tls(tls);
-    let client = resilis::Client::with_options(options).expect("client");
-    client
-        .wait_ready(Duration::from_secs(5))
-        .await
-        .expect("TLS client ready");
+    let client = resilis_tests::harness::start_ready(options).await;
     let log = EventLog::record(&client);
     let mut recoveries = Vec::new();
     for round in 0..5 {
