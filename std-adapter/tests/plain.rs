@@ -178,11 +178,20 @@ async fn concurrent_callers_are_pipelined_and_answered_in_order() {
 async fn big_values_grow_the_read_buffer() {
     let server = RedisServer::start();
     // The core's queue bounds bytes too (1 MiB by default): a command larger
-    // than the bound is refused as backpressure, never half-queued.
+    // than the bound is refused as too large (no amount of waiting helps),
+    // never half-queued, and the error says which setting to raise.
     let small = Client::with_options(fast(&server.url())).unwrap();
     ready(&small).await;
     let err = small.set("big", vec![0u8; 2 << 20]).await.unwrap_err();
-    assert!(matches!(err, Error::Backpressure { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::TooLarge { max: 1_048_576, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_not_applied());
+    assert!(
+        err.fix().is_some_and(|f| f.contains("max_bytes")),
+        "{err:?}"
+    );
     let options = fast(&server.url()).configure(|c| c.queue.max_bytes = 16 << 20);
     let client = Client::with_options(options).unwrap();
     ready(&client).await;
