@@ -88,7 +88,6 @@ pub(crate) struct Commands<const N: usize> {
     queue: Deque<Slot, N>,
     in_flight: Deque<Slot, N>,
     resolutions: Deque<(CommandId, Outcome), N>,
-    queued_live: usize,
     queued_bytes: usize,
     next_id: u64,
 }
@@ -99,14 +98,13 @@ impl<const N: usize> Commands<N> {
             queue: Deque::new(),
             in_flight: Deque::new(),
             resolutions: Deque::new(),
-            queued_live: 0,
             queued_bytes: 0,
             next_id: 1,
         }
     }
 
     pub(crate) fn queued(&self) -> usize {
-        self.queued_live
+        self.queue.len()
     }
 
     pub(crate) fn queued_bytes(&self) -> usize {
@@ -131,7 +129,7 @@ impl<const N: usize> Commands<N> {
         max_commands: usize,
         max_bytes: usize,
     ) -> Result<CommandId, Full> {
-        if self.used() + 2 > N || self.queued_live >= max_commands {
+        if self.used() + 2 > N || self.queue.len() >= max_commands {
             return Err(Full::Count);
         }
         if self.queued_bytes.saturating_add(len) > max_bytes {
@@ -150,7 +148,6 @@ impl<const N: usize> Commands<N> {
         };
         // Capacity was checked above.
         let _ = self.queue.push_back(slot);
-        self.queued_live += 1;
         self.queued_bytes += len;
         Ok(id)
     }
@@ -158,7 +155,6 @@ impl<const N: usize> Commands<N> {
     /// The next live queued command to write, moved in flight.
     pub(crate) fn next_to_write(&mut self, now: Instant) -> Option<CommandId> {
         if let Some(mut slot) = self.queue.pop_front() {
-            self.queued_live -= 1;
             self.queued_bytes -= slot.len;
             slot.written_at = now;
             let id = slot.id;
@@ -237,7 +233,6 @@ impl<const N: usize> Commands<N> {
                 break;
             };
             if slot.deadline <= now {
-                self.queued_live -= 1;
                 self.queued_bytes -= slot.len;
                 let outcome = if slot.written_before {
                     Outcome::Indeterminate(IndeterminateCause::TimedOut)
@@ -279,7 +274,6 @@ impl<const N: usize> Commands<N> {
                 ) if retry_idempotent => {
                     slot.written_at = Instant::ZERO;
                     slot.written_before = true;
-                    self.queued_live += 1;
                     self.queued_bytes += slot.len;
                     let _ = self.queue.push_front(slot);
                 }
@@ -305,7 +299,6 @@ impl<const N: usize> Commands<N> {
             };
             let _ = self.resolutions.push_back((slot.id, outcome));
         }
-        self.queued_live = 0;
         self.queued_bytes = 0;
     }
 
