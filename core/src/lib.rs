@@ -58,6 +58,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod backoff;
+pub mod command;
 pub mod config;
 pub mod conn;
 pub mod reason;
