@@ -3,7 +3,7 @@
 #   1. the Nucleo-F767ZI firmware builds for thumbv7em-none-eabihf in release
 #   2. resilis-core's transcript and RESP codec tests pass on a Cortex-M4
 #      under qemu-system-arm (mps2-an386, semihosting)
-#   3. host tests: the driver against an in-memory Redis, the fallback cache,
+#   3. host tests: the driver and the gateway against an in-memory Redis,
 #      the firmware's constants; and each driver feature set compiles
 #   4. the footprint table (flash/RAM of core + codec, and of the firmware)
 #   5. the Embassy host binary against a real redis-server over TAP, in a

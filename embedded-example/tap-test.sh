@@ -13,9 +13,10 @@
 # 198.51.100.1), and a second CA that signed nothing, for the negative check.
 #
 # Then: the binary checks plain and TLS (PING, SET/GET, verification), this
-# script restarts redis-server while the binary reads through the fallback
-# cache, and the binary must see the core's backoff reconnect. Every wait is
-# bounded; teardown (kill by PID, delete TAP and namespace) runs on any exit.
+# script restarts redis-server while the binary keeps writing and reading
+# (cached keys from the fallback cache, uncached keys and writes failing with
+# the reason), and the binary must see the core's backoff reconnect. Every
+# wait is bounded; teardown (kill by PID, delete TAP and namespace) runs on any exit.
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -187,7 +188,7 @@ wait "$HOST_PID" || host_status=$?
 HOST_PID=""
 
 echo "== host binary output (events and checks)"
-grep -E "^(PASS|FAIL)|event\[(plain|tls)\].*(Disconnected|Reconnecting|Down|Ready|Fallback)|event\[wrong-ca\].*Failed|event\[[a-z-]+\].*to: Shutdown|source=Fallback" "$LOG" | head -80 || true
+grep -E "^(PASS|FAIL)|event\[(plain|tls)\].*(Disconnected|Reconnecting|Down|Ready|Fallback)|event\[wrong-ca\].*Failed|event\[[a-z-]+\].*to: Shutdown|source=Fallback|Unavailable" "$LOG" | head -80 || true
 
 check "host binary exited 0 (was $host_status)" test "$host_status" -eq 0
 check "plain: PING -> PONG" in_log "PASS plain: PING -> PONG"
@@ -207,7 +208,9 @@ check "backoff: attempt 2 after 200ms" in_log "event\[plain\].*Reconnecting { at
 check "backoff: attempt 3 after 400ms" in_log "event\[plain\].*Reconnecting { attempt: 3, max_attempts: 10, delay: 400ms }"
 check "backoff: attempt 4 after 800ms" in_log "event\[plain\].*Reconnecting { attempt: 4, max_attempts: 10, delay: 800ms }"
 check "TLS connection reconnected too" in_log "event\[tls\].*FallbackReleased"
-check "fallback cache served reads while down" in_log 'source=Fallback'
+check "fallback cache served reads of cached keys while down" in_log 'source=Fallback'
+check "reads of uncached keys failed with the reason while down" in_log "PASS outage: .* reads of an uncached key failed as Unavailable"
+check "writes failed as not applied, with the reason, while down" in_log "PASS outage: .* heartbeats refused as not applied"
 check "fallback released on reconnect" in_log "event\[plain\].*FallbackReleased"
 check "both connections answer after the restart" in_log "PASS outage: both connections answer again"
 

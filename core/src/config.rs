@@ -78,17 +78,26 @@ impl Protocol {
     }
 }
 
-/// What a submitted command does while the connection is not ready.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a submitted command does while Redis is unavailable. The core
+/// decides per command from this and the command's [`crate::command::Class`];
+/// see [`crate::Connection::handle_submit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum OfflinePolicy {
+    /// The seed's behaviour. Until the first attempt fails, commands wait in
+    /// the offline queue. Once a failure is known, a read the fallback cache
+    /// can answer (GET) resolves as [`crate::Outcome::Fallback`] and every
+    /// other command fails at once with that failure's reason: a write is
+    /// never held to be applied later behind other clients' backs.
+    #[default]
+    Fallback,
     /// Hold it in the bounded offline queue until ready or its deadline.
     Queue,
     /// Refuse it at once with [`crate::SubmitError::NotReady`].
     FailFast,
 }
 
-/// The bounded offline/in-flight queue.
+/// The bounded offline queue, and the in-flight byte bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct QueueConfig {
@@ -97,6 +106,10 @@ pub struct QueueConfig {
     pub max_commands: usize,
     /// Most bytes of encoded commands held while not ready.
     pub max_bytes: usize,
+    /// Most bytes of encoded commands queued and in flight while ready: the
+    /// memory an adapter holds for commands not yet answered. The default
+    /// matches Redis's own `proto-max-bulk-len` (512 MiB).
+    pub max_in_flight_bytes: usize,
     pub offline: OfflinePolicy,
 }
 
@@ -105,7 +118,8 @@ impl Default for QueueConfig {
         QueueConfig {
             max_commands: 1024,
             max_bytes: 1024 * 1024,
-            offline: OfflinePolicy::Queue,
+            max_in_flight_bytes: 512 * 1024 * 1024,
+            offline: OfflinePolicy::Fallback,
         }
     }
 }
@@ -142,6 +156,11 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// Default per-command deadline adapters apply when the caller gives none.
     pub command_timeout: Duration,
+    /// Default deadline of a blocking command (BLPOP, XREAD ... BLOCK) when
+    /// the caller gives none. When it passes after the command was written,
+    /// the core closes that connection so the command cannot take data for
+    /// a caller who is gone.
+    pub blocking_timeout: Duration,
     pub backoff: BackoffConfig,
     /// After a permanent failure (bad password, ACL denial): probe again after
     /// this long; `None` waits for an explicit retry.
@@ -176,6 +195,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(5),
             ping_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
+            blocking_timeout: Duration::from_secs(60),
             backoff: BackoffConfig::default(),
             permanent_retry: Some(Duration::from_secs(30)),
             queue: QueueConfig::default(),
@@ -222,6 +242,7 @@ tuning_options! {
     "ping_interval" => "REDIS_PING_INTERVAL",
     "ping_timeout" => "REDIS_PING_TIMEOUT",
     "command_timeout" => "REDIS_COMMAND_TIMEOUT",
+    "blocking_timeout" => "REDIS_BLOCKING_TIMEOUT",
     "max_reconnect_attempts" => "REDIS_MAX_RECONNECT_ATTEMPTS",
 }
 
@@ -397,6 +418,7 @@ impl Config {
             "ping_interval" => self.ping_interval = parse_duration(field, value)?,
             "ping_timeout" => self.ping_timeout = parse_duration(field, value)?,
             "command_timeout" => self.command_timeout = parse_duration(field, value)?,
+            "blocking_timeout" => self.blocking_timeout = parse_duration(field, value)?,
             "max_reconnect_attempts" => {
                 self.backoff.max_attempts = value
                     .parse::<u32>()

@@ -94,6 +94,13 @@ pub enum DisconnectReason {
     MaxClients,
     /// LOADING: the server is loading its dataset.
     Loading,
+    /// BUSY: a script or function is running; the server answers nothing
+    /// else until it ends or is killed.
+    Busy,
+    /// MASTERDOWN: a replica whose link to its master is down refuses reads.
+    MasterDown,
+    /// TRYAGAIN: the server asked to retry shortly (a cluster slot moving).
+    TryAgain,
     /// Any other error reply to the handshake.
     HandshakeRejected,
     /// Nothing received while the oldest request (or PING) waited `ping_timeout`.
@@ -104,6 +111,10 @@ pub enum DisconnectReason {
     UnexpectedReply,
     /// The application asked for the connection to close.
     Shutdown,
+    /// A blocking command (BLPOP...) was abandoned by its caller after it
+    /// was written: the connection was closed so that it cannot take data
+    /// for nobody, and is reopened at once.
+    Abandoned,
 }
 
 impl DisconnectReason {
@@ -181,6 +192,13 @@ impl DisconnectReason {
                 "the server is at maxclients: raise maxclients or reduce connections (pooling)"
             }
             Loading => "the server is loading its dataset; resilis retries until it is done",
+            Busy => {
+                "a script or function is running on the server (BUSY): wait for it, or end it with SCRIPT KILL / FUNCTION KILL; resilis retries"
+            }
+            MasterDown => {
+                "this replica lost its master (MASTERDOWN): fix the replication link or point at the master; resilis retries"
+            }
+            TryAgain => "the server asked to try again shortly (TRYAGAIN); resilis retries",
             HandshakeRejected => "the server rejected the handshake: see the server message",
             PingTimeout => {
                 "no reply within ping_timeout: the connection was silently dropped (idle firewall, failover); resilis reconnects"
@@ -192,6 +210,9 @@ impl DisconnectReason {
                 "the server sent a reply nobody asked for: is something else sharing this connection?"
             }
             Shutdown => "the application closed the connection",
+            Abandoned => {
+                "a blocking command's caller gave up: its connection was closed so it cannot take data for nobody; reopened at once"
+            }
         }
     }
 }
@@ -220,11 +241,15 @@ impl fmt::Display for DisconnectReason {
             InvalidDatabase => f.write_str("SELECT failed: database index out of range")?,
             MaxClients => f.write_str("max number of clients reached")?,
             Loading => f.write_str("server is loading the dataset")?,
+            Busy => f.write_str("server busy running a script (BUSY)")?,
+            MasterDown => f.write_str("replica without its master (MASTERDOWN)")?,
+            TryAgain => f.write_str("server asked to try again (TRYAGAIN)")?,
             HandshakeRejected => f.write_str("the server rejected the handshake")?,
             PingTimeout => f.write_str("no reply within the ping timeout (dead connection)")?,
             Protocol(e) => write!(f, "{e}")?,
             UnexpectedReply => f.write_str("unexpected reply")?,
             Shutdown => f.write_str("shut down")?,
+            Abandoned => f.write_str("closed under an abandoned blocking command")?,
         }
         write!(f, ": {}", self.fix())
     }
@@ -265,6 +290,12 @@ pub(crate) fn classify_handshake_error(text: &[u8]) -> HandshakeError {
         DisconnectReason::ProtectedMode
     } else if starts(b"LOADING") {
         DisconnectReason::Loading
+    } else if starts(b"BUSY") {
+        DisconnectReason::Busy
+    } else if starts(b"MASTERDOWN") {
+        DisconnectReason::MasterDown
+    } else if starts(b"TRYAGAIN") {
+        DisconnectReason::TryAgain
     } else if contains(b"max number of clients") {
         DisconnectReason::MaxClients
     } else if contains(b"without any password configured") || contains(b"no password is set") {
@@ -328,6 +359,20 @@ mod tests {
             DisconnectReason::Loading
         );
         assert_eq!(
+            fatal(b"BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT."),
+            DisconnectReason::Busy
+        );
+        assert_eq!(
+            fatal(
+                b"MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."
+            ),
+            DisconnectReason::MasterDown
+        );
+        assert_eq!(
+            fatal(b"TRYAGAIN Multiple keys request during rehashing of slot"),
+            DisconnectReason::TryAgain
+        );
+        assert_eq!(
             fatal(b"ERR DB index is out of range"),
             DisconnectReason::InvalidDatabase
         );
@@ -361,6 +406,15 @@ mod tests {
             DisconnectReason::PingTimeout.class(),
             FailureClass::Transient
         );
+        for busy in [
+            DisconnectReason::Busy,
+            DisconnectReason::Loading,
+            DisconnectReason::MasterDown,
+            DisconnectReason::TryAgain,
+            DisconnectReason::Abandoned,
+        ] {
+            assert_eq!(busy.class(), FailureClass::Transient, "{busy:?}");
+        }
         assert_eq!(
             DisconnectReason::TlsRequired(TlsEvidence::TlsRecord).class(),
             FailureClass::Transient

@@ -5,8 +5,10 @@
 mod sim;
 
 use proptest::prelude::*;
+use resilis_core::command::{Class, Flags};
 use resilis_core::{
-    Config, Connection, Duration, Instant, Output, PhaseKind, Received, Submit, TransportError,
+    CommandId, Config, Connection, Duration, Instant, Outcome, Output, PhaseKind, Received, Submit,
+    TransportError,
 };
 use sim::Sim;
 use std::collections::HashSet;
@@ -26,13 +28,33 @@ fn thousands_of_cycles_keep_every_invariant() {
         total.replies += t.replies;
         total.timed_out += t.timed_out;
         total.indeterminate += t.indeterminate;
+        total.not_applied += t.not_applied;
+        total.fallback += t.fallback;
+        total.cancelled += t.cancelled;
         total.max_delay = total.max_delay.max(t.max_delay);
     }
     // The faults really happened and the connection really recovered.
     assert!(total.connects > 2_000, "{total:?}");
     assert!(total.readies > 300, "{total:?}");
-    assert!(total.replies > total.submitted / 2, "{total:?}");
-    assert!(total.indeterminate > 0 && total.timed_out > 0, "{total:?}");
+    // Every command submitted ended exactly once (`finish` checks each).
+    let ended = total.replies
+        + total.timed_out
+        + total.indeterminate
+        + total.not_applied
+        + total.fallback
+        + total.cancelled;
+    assert_eq!(ended, total.submitted, "{total:?}");
+    assert!(total.replies > total.submitted / 5, "{total:?}");
+    // Every way of ending was exercised, across the three offline policies.
+    for (what, n) in [
+        ("indeterminate", total.indeterminate),
+        ("timed out", total.timed_out),
+        ("not applied", total.not_applied),
+        ("fallback", total.fallback),
+        ("cancelled", total.cancelled),
+    ] {
+        assert!(n > 0, "no command ended {what}: {total:?}");
+    }
     assert!(total.max_delay <= Duration::from_secs(3), "{total:?}");
 }
 
@@ -82,8 +104,9 @@ proptest! {
                 Op::Timeout => conn.handle_timeout(now),
                 Op::Retry => conn.handle_retry(now),
                 Op::Shutdown => conn.handle_shutdown(now),
-                Op::Submit { idempotent, deadline_ms } => {
-                    let s = Submit { len: 10, deadline: now + Duration::from_millis(deadline_ms), idempotent, blocking: false };
+                Op::Cancel(id) => conn.handle_cancel(now, CommandId(id)),
+                Op::Submit { class, deadline_ms } => {
+                    let s = Submit { len: 10, deadline: now + Duration::from_millis(deadline_ms), class };
                     if let Ok(id) = conn.handle_submit(now, s) {
                         prop_assert!(submitted.insert(id));
                     }
@@ -111,7 +134,13 @@ proptest! {
                 match conn.poll_output() {
                     Output::OpenTransport { .. } => { prop_assert!(!open, "two transports"); open = true; }
                     Output::Close => open = false,
-                    Output::Resolved { id, .. } => prop_assert!(resolved.insert(id), "resolved twice"),
+                    Output::Resolved { id, outcome } => {
+                        prop_assert!(resolved.insert(id), "resolved twice");
+                        if outcome == Outcome::TimedOut {
+                            prop_assert!(conn.outage_reason().is_none(), "TimedOut while the reason is known");
+                        }
+                    }
+                    Output::TransmitCommand(id) => prop_assert!(!resolved.contains(&id), "{:?} written after it was resolved", id),
                     Output::Wait(deadline) => {
                         let busy = !matches!(conn.phase(), PhaseKind::Idle | PhaseKind::Failed | PhaseKind::GaveUp | PhaseKind::Shutdown);
                         if busy { prop_assert!(deadline.is_some(), "no timer in {:?}", conn.phase()); }
@@ -144,7 +173,8 @@ enum Op {
     Timeout,
     Retry,
     Shutdown,
-    Submit { idempotent: bool, deadline_ms: u64 },
+    Submit { class: Class, deadline_ms: u64 },
+    Cancel(u64),
     Receive(Vec<u8>),
 }
 
@@ -173,10 +203,17 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Timeout),
         Just(Op::Retry),
         Just(Op::Shutdown),
-        (any::<bool>(), 0u64..20_000).prop_map(|(idempotent, deadline_ms)| Op::Submit {
-            idempotent,
+        (0u8..5, 0u64..20_000).prop_map(|(class, deadline_ms)| Op::Submit {
+            class: match class {
+                0 => Class::READ,
+                1 => Class::CACHED_READ,
+                2 => Class::IDEMPOTENT_WRITE,
+                3 => Class::new(Flags::WRITE | Flags::BLOCKING),
+                _ => Class::WRITE,
+            },
             deadline_ms
         }),
+        (0u64..20).prop_map(Op::Cancel),
         replies.prop_map(Op::Receive),
     ]
 }

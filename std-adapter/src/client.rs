@@ -6,55 +6,78 @@
 //! driver over a bounded channel with a oneshot for its answer, and
 //! pipelined with whatever else is waiting.
 //!
-//! Idempotency (what the core may write again after a reconnect instead of
-//! reporting "indeterminate"): reads (GET, MGET, EXISTS, TTL, HGET, HGETALL
-//! and the read-only commands in [`READ_ONLY`]), plain SET and SET with
-//! EX/PX/XX, and MSET: writing them twice leaves the same state and the
-//! same reply. Not idempotent: SET NX (a resend would answer "not set" to
-//! the writer who set it), DEL, EXPIRE, HSET (their counts would be wrong),
-//! INCR/DECR, PUBLISH. `cmd()` classifies by name; `.idempotent(bool)`
-//! overrides.
+//! What happens to each command (may it be written again after a
+//! reconnect, may the fallback cache answer it, which connection carries
+//! it, is it refused) is decided by `resilis_core`: from its command table
+//! ([`resilis_core::command::classify`], generated from Redis's own
+//! `COMMAND INFO`) and its outage policy. This module only encodes, routes
+//! where the class says and converts replies.
 //!
-//! Blocking commands (BLPOP, BRPOP, BLMOVE, BZPOPMIN, XREAD ... BLOCK, WAIT
-//! ...) never go on the shared connection, where they would stall every
-//! command pipelined behind them: `cmd()` sends them to a second, dedicated
-//! connection, opened on first use, one blocking command at a time in
-//! order. Their default deadline is none (they may block "forever"); set one
-//! with `.timeout()`. While one is outstanding that connection's liveness
-//! rests on TCP keepalive, since silence is then expected.
+//! Blocking commands (BLPOP, BRPOP, BLMOVE, BZPOPMIN, XREAD ... BLOCK...)
+//! never go on the shared connection, where they would stall every command
+//! pipelined behind them: each runs on a connection of a small pool of its
+//! own (up to [`MAX_BLOCKING`], opened on demand). Their default deadline
+//! is the core's `blocking_timeout` (60 s); set one with `.timeout()`. When
+//! a caller gives up on one (drops its future, or the deadline passes), the
+//! core closes that connection at once, so the command cannot take a job
+//! for nobody. WAIT and WAITAOF answer about the writes of the connection
+//! they run on, so they run on the shared one.
+//!
+//! Cancellation: a caller that drops its future before its command was
+//! written never has it sent (the driver checks the caller before each
+//! write and the core withdraws it). After the write, its reply is
+//! discarded.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use resilis_core::command::{self, Class, Flags, Route};
 use resilis_core::resp::encode::{self, CommandEncoder};
 pub use resilis_core::resp::encode::{Expiry, SetCondition};
 use resilis_core::{Config, OfflinePolicy, PhaseKind};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::driver::{self, Command, Driver, Request, TlsSetup, encode_vec};
+use crate::driver::{self, Command, Driver, Reply, Request, TlsSetup};
+use crate::encoding::encode_vec;
 use crate::error::Error;
-use crate::fallback::{FallbackConfig, Lookup, Refused};
-use crate::health::{Health, Shared, bump};
+use crate::fallback::FallbackConfig;
+use crate::health::{Health, Shared};
 use crate::tls::{TlsOptions, client_config};
 use crate::value::{FromValue, ToArg, Value, convert};
 
-/// What commands do while Redis is unavailable.
+/// What commands do while Redis is unavailable (the core's
+/// [`OfflinePolicy`], which decides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OfflineMode {
-    /// The seed's behaviour: get/set/del/exists/expire are answered by the
-    /// fallback cache (see [`crate::fallback`]); other commands fail at once
-    /// with [`Error::ConnectionDown`]. Before the first failure, commands
-    /// wait in the queue for the first connect.
+    /// The seed's behaviour. Before the first attempt fails, commands wait
+    /// for the first connect. Once Redis is known to be unavailable, a GET
+    /// is answered from the fallback cache ([`Source::Fallback`]; a key the
+    /// cache does not hold fails with the reason, unless
+    /// [`FallbackConfig::miss_reads_as_absent`]), and every other command
+    /// fails at once with [`Error::ConnectionDown`] naming the reason: not
+    /// applied, never applied later.
     #[default]
     Fallback,
     /// Every command fails at once with [`Error::ConnectionDown`] while the
     /// connection is not ready (also before the first connect: use
     /// [`Client::wait_ready`]).
     FailFast,
-    /// Commands wait in the bounded queue until the connection is ready or
-    /// their deadline passes ([`Error::Timeout`]).
+    /// Commands wait in the bounded offline queue until the connection is
+    /// ready or their deadline passes ([`Error::ConnectionDown`] with the
+    /// reason, or [`Error::Timeout`] when none is known yet).
     QueueThenFail,
+}
+
+impl OfflineMode {
+    fn policy(self) -> OfflinePolicy {
+        match self {
+            OfflineMode::Fallback => OfflinePolicy::Fallback,
+            OfflineMode::FailFast => OfflinePolicy::FailFast,
+            OfflineMode::QueueThenFail => OfflinePolicy::Queue,
+        }
+    }
 }
 
 /// Everything a client needs: the core's connection config, TLS settings,
@@ -123,7 +146,9 @@ impl Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Redis,
-    /// The in-memory fallback cache, because Redis was unavailable.
+    /// The in-memory fallback cache, because Redis was unavailable: the
+    /// last value this client saw Redis hold (or `None`, only with
+    /// [`FallbackConfig::miss_reads_as_absent`]).
     Fallback,
 }
 
@@ -139,12 +164,6 @@ impl<T> Sourced<T> {
         Sourced {
             value,
             source: Source::Redis,
-        }
-    }
-    fn fallback(value: T) -> Self {
-        Sourced {
-            value,
-            source: Source::Fallback,
         }
     }
 }
@@ -189,155 +208,46 @@ impl SetOptions {
     }
 }
 
-/// Commands that only read: safe to write twice after a reconnect.
-pub const READ_ONLY: &[&str] = &[
-    "GET",
-    "MGET",
-    "EXISTS",
-    "TTL",
-    "PTTL",
-    "TYPE",
-    "STRLEN",
-    "GETRANGE",
-    "HGET",
-    "HMGET",
-    "HGETALL",
-    "HEXISTS",
-    "HLEN",
-    "HKEYS",
-    "HVALS",
-    "HSTRLEN",
-    "LRANGE",
-    "LLEN",
-    "LINDEX",
-    "SMEMBERS",
-    "SISMEMBER",
-    "SMISMEMBER",
-    "SCARD",
-    "ZRANGE",
-    "ZSCORE",
-    "ZCARD",
-    "ZRANK",
-    "ZCOUNT",
-    "ZMSCORE",
-    "XRANGE",
-    "XLEN",
-    "SCAN",
-    "HSCAN",
-    "SSCAN",
-    "ZSCAN",
-    "KEYS",
-    "DBSIZE",
-    "PING",
-    "ECHO",
-    "INFO",
-    "TIME",
-    "EXPIRETIME",
-    "PEXPIRETIME",
-    "BITCOUNT",
-    "GETBIT",
-    "PFCOUNT",
-    "GEOPOS",
-    "GEODIST",
-    "OBJECT",
-    "MEMORY",
-];
-
-/// Commands `cmd()` refuses, with why: they change the state of the shared
-/// connection for every other caller, or break the one-reply-per-command
-/// order that pipelining rests on.
-pub const REFUSED: &[(&str, &str)] = &[
-    (
-        "SUBSCRIBE",
-        "pub/sub replies are pushes, not replies: a subscriber needs a dedicated connection (not in this version)",
-    ),
-    (
-        "PSUBSCRIBE",
-        "pub/sub replies are pushes, not replies: a subscriber needs a dedicated connection (not in this version)",
-    ),
-    (
-        "SSUBSCRIBE",
-        "pub/sub replies are pushes, not replies: a subscriber needs a dedicated connection (not in this version)",
-    ),
-    (
-        "UNSUBSCRIBE",
-        "pub/sub is not supported on the shared connection",
-    ),
-    (
-        "PUNSUBSCRIBE",
-        "pub/sub is not supported on the shared connection",
-    ),
-    (
-        "SUNSUBSCRIBE",
-        "pub/sub is not supported on the shared connection",
-    ),
-    (
-        "MONITOR",
-        "MONITOR turns the connection into a stream: use redis-cli",
-    ),
-    (
-        "MULTI",
-        "other callers' commands would join the transaction on the shared connection (not in this version)",
-    ),
-    (
-        "EXEC",
-        "transactions are not supported on the shared connection",
-    ),
-    (
-        "DISCARD",
-        "transactions are not supported on the shared connection",
-    ),
-    (
-        "WATCH",
-        "transactions are not supported on the shared connection",
-    ),
-    (
-        "UNWATCH",
-        "transactions are not supported on the shared connection",
-    ),
-    (
-        "SELECT",
-        "the database is part of the config: set REDIS_DB or /db in the URL",
-    ),
-    (
-        "HELLO",
-        "the protocol is negotiated by the connection: set REDIS_PROTOCOL",
-    ),
-    (
-        "AUTH",
-        "credentials are part of the config: set REDIS_PASSWORD / REDIS_USERNAME",
-    ),
-    (
-        "RESET",
-        "RESET would drop the connection's authentication and protocol",
-    ),
-    ("QUIT", "use client.shutdown()"),
-    ("SYNC", "replication streams are not replies"),
-    ("PSYNC", "replication streams are not replies"),
-];
-
-/// Commands that may block for a long time waiting for data.
-pub const BLOCKING: &[&str] = &[
-    "BLPOP",
-    "BRPOP",
-    "BRPOPLPUSH",
-    "BLMOVE",
-    "BLMPOP",
-    "BZPOPMIN",
-    "BZPOPMAX",
-    "BZMPOP",
-    "WAIT",
-    "WAITAOF",
-];
+/// Most connections the blocking pool opens (each carries one blocking
+/// command at a time; more callers share the least busy one, in order).
+pub const MAX_BLOCKING: usize = 4;
 
 struct Handle {
     tx: mpsc::Sender<Request>,
     shared: Arc<Shared>,
+    /// Requests sent on this connection whose answers are not back yet.
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Handle {
+    fn new(tx: mpsc::Sender<Request>, shared: Arc<Shared>) -> Handle {
+        Handle {
+            tx,
+            shared,
+            outstanding: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// Counts a request outstanding on a connection while its future lives.
+struct Outstanding(Arc<AtomicUsize>);
+
+impl Outstanding {
+    fn new(counter: &Arc<AtomicUsize>) -> Outstanding {
+        counter.fetch_add(1, Relaxed);
+        Outstanding(counter.clone())
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 struct Inner {
     main: Handle,
-    blocking: OnceLock<Handle>,
+    blocking: Mutex<Vec<Handle>>,
     options: Options,
     tls: Option<TlsSetup>,
 }
@@ -358,24 +268,23 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn spawn(options: &Options, tls: Option<TlsSetup>) -> Result<Handle, Error> {
+fn spawn(options: &Options, tls: Option<TlsSetup>, shared: Arc<Shared>) -> Result<Handle, Error> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
     let mut config = options.config.clone();
-    config.queue.offline = match options.offline {
-        OfflineMode::FailFast => OfflinePolicy::FailFast,
-        OfflineMode::Fallback | OfflineMode::QueueThenFail => OfflinePolicy::Queue,
-    };
-    let endpoint = format!(
+    config.queue.offline = options.offline.policy();
+    let (tx, rx) = mpsc::channel(driver::CHANNEL);
+    let miss_absent = options.fallback.miss_reads_as_absent;
+    runtime.spawn(Driver::new(config, tls, rx, shared.clone(), miss_absent).run());
+    Ok(Handle::new(tx, shared))
+}
+
+fn endpoint(config: &Config) -> String {
+    format!(
         "{}:{}{}",
         config.host,
         config.port,
         if config.tls { " (tls)" } else { "" }
-    );
-    let shared = Arc::new(Shared::new(endpoint, options.fallback));
-    let (tx, rx) = mpsc::channel(driver::CHANNEL);
-    let early_fallback = options.offline == OfflineMode::Fallback;
-    runtime.spawn(Driver::new(config, tls, rx, shared.clone(), early_fallback).run());
-    Ok(Handle { tx, shared })
+    )
 }
 
 impl Client {
@@ -403,11 +312,12 @@ impl Client {
         } else {
             None
         };
-        let main = spawn(&options, tls.clone())?;
+        let shared = Arc::new(Shared::new(endpoint(&options.config), options.fallback));
+        let main = spawn(&options, tls.clone(), shared)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 main,
-                blocking: OnceLock::new(),
+                blocking: Mutex::new(Vec::new()),
                 options,
                 tls,
             }),
@@ -429,8 +339,8 @@ impl Client {
         self.shared().events.subscribe()
     }
 
-    /// Whether get/set/del/exists/expire are being answered by the fallback
-    /// cache right now.
+    /// Whether the core says Redis is unavailable right now (GETs are then
+    /// answered by the fallback cache).
     pub fn fallback_active(&self) -> bool {
         self.shared().fallback_hint.load(Relaxed)
     }
@@ -448,9 +358,9 @@ impl Client {
                 match status.phase {
                     PhaseKind::Ready => return Ok(()),
                     PhaseKind::Failed | PhaseKind::GaveUp => {
-                        return Err(status
-                            .last_reason
-                            .map_or_else(Error::down_unknown, Error::down));
+                        return Err(status.last_reason.map_or_else(Error::down_unknown, |r| {
+                            Error::down_said(r, status.server_message.as_deref())
+                        }));
                     }
                     PhaseKind::Shutdown => return Err(Error::Shutdown),
                     _ => {}
@@ -474,113 +384,114 @@ impl Client {
     /// as indeterminate. Other clones see [`Error::Shutdown`] afterwards.
     pub async fn shutdown(&self) {
         let _ = self.inner.main.tx.send(Request::Shutdown).await;
-        if let Some(b) = self.inner.blocking.get() {
-            let _ = b.tx.send(Request::Shutdown).await;
+        let pool: Vec<_> = self.blocking_pool().iter().map(|h| h.tx.clone()).collect();
+        for tx in pool {
+            let _ = tx.send(Request::Shutdown).await;
         }
     }
 
     fn down_error(&self) -> Error {
-        self.shared()
-            .status()
-            .last_reason
-            .map_or_else(Error::down_unknown, Error::down)
-    }
-
-    fn serving_fallback(&self) -> bool {
-        self.inner.options.offline == OfflineMode::Fallback
-            && self.shared().fallback_hint.load(Relaxed)
-    }
-
-    fn fallback_mode(&self) -> bool {
-        self.inner.options.offline == OfflineMode::Fallback
+        let status = self.shared().status();
+        status.last_reason.map_or_else(Error::down_unknown, |r| {
+            Error::down_said(r, status.server_message.as_deref())
+        })
     }
 
     fn write_through(&self) -> bool {
         self.inner.options.fallback.write_through
     }
 
-    fn blocking_handle(&self) -> Result<&Handle, Error> {
-        if let Some(h) = self.inner.blocking.get() {
-            return Ok(h);
-        }
-        let mut options = self.inner.options.clone();
-        // Blocking commands wait for the connection rather than fail fast.
-        options.offline = OfflineMode::QueueThenFail;
-        let handle = spawn(&options, self.inner.tls.clone())?;
-        Ok(self.inner.blocking.get_or_init(|| handle))
+    fn blocking_pool(&self) -> std::sync::MutexGuard<'_, Vec<Handle>> {
+        // A panic elsewhere while holding the lock leaves a plain list.
+        self.inner
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends encoded bytes and waits for the answer.
+    /// A connection of the blocking pool for one more blocking command: an
+    /// idle one, else a new one (up to [`MAX_BLOCKING`]), else the least busy.
+    fn blocking_handle(&self) -> Result<(mpsc::Sender<Request>, Arc<AtomicUsize>), Error> {
+        let mut pool = self.blocking_pool();
+        let idle = pool.iter().find(|h| h.outstanding.load(Relaxed) == 0);
+        if let Some(h) = idle {
+            return Ok((h.tx.clone(), h.outstanding.clone()));
+        }
+        if pool.len() < MAX_BLOCKING {
+            let mut options = self.inner.options.clone();
+            // A blocking command waits for its connection rather than fail
+            // fast: it was going to wait anyway.
+            options.offline = OfflineMode::QueueThenFail;
+            let shared = Arc::new(Shared::new(
+                endpoint(&options.config),
+                FallbackConfig::default(),
+            ));
+            pool.push(spawn(&options, self.inner.tls.clone(), shared)?);
+            self.shared()
+                .blocking_connections
+                .store(pool.len() as u64, Relaxed);
+        }
+        let least = pool
+            .iter()
+            .min_by_key(|h| h.outstanding.load(Relaxed))
+            .ok_or(Error::Shutdown)?;
+        Ok((least.tx.clone(), least.outstanding.clone()))
+    }
+
+    /// Sends encoded bytes, on the connection the core's class says, and
+    /// waits for the answer.
     async fn request(
         &self,
         bytes: Vec<u8>,
-        idempotent: bool,
-        blocking: bool,
+        class: Class,
         timeout: Option<Duration>,
-    ) -> Result<Value, Error> {
-        self.send(bytes, idempotent, blocking, timeout, false).await
-    }
-
-    /// `fallback_read`: a GET/EXISTS whose caller turns to the cache when
-    /// fallback engages while it waits.
-    async fn send(
-        &self,
-        bytes: Vec<u8>,
-        idempotent: bool,
-        blocking: bool,
-        timeout: Option<Duration>,
-        fallback_read: bool,
-    ) -> Result<Value, Error> {
-        let handle = if blocking {
-            self.blocking_handle()?
-        } else {
-            if self.serving_fallback() {
-                // Fallback mode: what the cache cannot answer fails fast.
-                return Err(self.down_error());
+    ) -> Result<Reply, Error> {
+        let (tx, outstanding) = match class.route() {
+            Route::Refused { why } => {
+                return Err(Error::Unsupported {
+                    command: command_name(&bytes),
+                    why,
+                });
             }
-            &self.inner.main
+            Route::Blocking => self.blocking_handle()?,
+            Route::Shared => (
+                self.inner.main.tx.clone(),
+                self.inner.main.outstanding.clone(),
+            ),
         };
-        let timeout = timeout.unwrap_or(if blocking {
-            Duration::MAX
+        let _outstanding = Outstanding::new(&outstanding);
+        let config = &self.inner.options.config;
+        let timeout = timeout.unwrap_or(if class.blocking() {
+            config.blocking_timeout
         } else {
-            self.inner.options.config.command_timeout
+            config.command_timeout
         });
-        let (tx, rx) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         let command = Command {
             bytes,
             timeout,
-            idempotent,
-            blocking,
-            fallback_read,
-            reply: tx,
+            class,
+            reply,
         };
         // The channel is drained on every wake, so it is rarely full: try the
-        // cheap path first, and wait for room only when there is none.
-        match handle.tx.try_send(Request::Command(command)) {
+        // cheap path first, and wait for room only when there is none (the
+        // driver takes no more than the core has room for).
+        match tx.try_send(Request::Command(command)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(request)) => {
-                handle.tx.send(request).await.map_err(|_| Error::Shutdown)?
+                tx.send(request).await.map_err(|_| Error::Shutdown)?
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Shutdown),
         }
-        rx.await.unwrap_or(Err(Error::Shutdown))
+        answer.await.unwrap_or(Err(Error::Shutdown))
     }
 
-    // ----- fallback helpers ---------------------------------------------
-
-    fn fallback_read(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let found = self.shared().fallback().read(key, Instant::now());
-        match found {
-            Lookup::Hit(v) => {
-                bump(&self.shared().metrics.fallback_hits);
-                Some(v)
-            }
-            Lookup::Miss => {
-                bump(&self.shared().metrics.fallback_misses);
-                None
-            }
-        }
+    /// A request whose answer only Redis may give (every command but GET).
+    async fn redis(&self, bytes: Vec<u8>, class: Class) -> Result<Value, Error> {
+        self.request(bytes, class, None).await.map(|r| r.value)
     }
+
+    // ----- write-through to the fallback cache ----------------------------
 
     fn learn(&self, key: &[u8], value: Option<&[u8]>, ttl: Option<Duration>) {
         if !self.write_through() {
@@ -601,34 +512,12 @@ impl Client {
         }
     }
 
-    /// Runs an outage write, or says to send it to Redis after all.
-    fn outage_write<T>(
-        &self,
-        write: impl FnOnce(&mut crate::fallback::FallbackState, Instant) -> Result<T, Refused>,
-    ) -> Option<Result<T, Error>> {
-        let result = write(&mut self.shared().fallback(), Instant::now());
-        let m = &self.shared().metrics;
-        match result {
-            Ok(v) => {
-                bump(&m.outage_writes);
-                Some(Ok(v))
-            }
-            Err(Refused::NotActive) => None,
-            Err(Refused::LogFull) => {
-                bump(&m.outage_writes_refused);
-                Some(Err(Error::ConnectionDown {
-                    reason: self.shared().status().last_reason,
-                    fix: "Redis is down and the outage write log is full: this write was NOT kept; retry when Redis is back",
-                }))
-            }
-        }
-    }
-
     // ----- typed commands ------------------------------------------------
 
     /// `GET key`; `None` when the key does not exist. In fallback mode,
-    /// answered from the fallback cache while Redis is unavailable (a key the
-    /// cache does not hold reads as `None`).
+    /// while Redis is unavailable, answered from the fallback cache (see
+    /// [`Client::get_with_source`]); a key the cache does not hold fails
+    /// with [`Error::ConnectionDown`] naming the reason.
     pub async fn get<T: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, Error> {
         self.get_with_source(key).await.map(|s| s.value)
     }
@@ -639,42 +528,34 @@ impl Client {
         key: impl AsRef<[u8]>,
     ) -> Result<Sourced<Option<T>>, Error> {
         let key = key.as_ref();
-        let from_cache = |this: &Self| -> Result<Sourced<Option<T>>, Error> {
-            let value = this.fallback_read(key).map_or(Value::Nil, Value::Bulk);
-            Ok(Sourced::fallback(convert(value)?))
-        };
-        if self.serving_fallback() {
-            return from_cache(self);
-        }
-        let fallback_read = self.fallback_mode();
-        match self
-            .send(
+        let reply = self
+            .request(
                 encode_vec(|b| encode::get(b, key)),
-                true,
-                false,
+                Class::CACHED_READ,
                 None,
-                fallback_read,
             )
-            .await
-        {
-            Ok(value) => {
-                match &value {
-                    Value::Bulk(b) => {
-                        self.learn(key, Some(b), Some(self.inner.options.fallback.learned_ttl))
-                    }
-                    Value::Nil => self.learn(key, None, None),
-                    _ => {}
-                }
-                Ok(Sourced::redis(convert(value)?))
-            }
-            Err(e) if self.fallback_mode() && e.is_connection_error() => from_cache(self),
-            Err(e) => Err(e),
+            .await?;
+        if reply.from_cache {
+            return Ok(Sourced {
+                value: convert(reply.value)?,
+                source: Source::Fallback,
+            });
         }
+        match &reply.value {
+            Value::Bulk(b) => {
+                self.learn(key, Some(b), Some(self.inner.options.fallback.learned_ttl))
+            }
+            Value::Nil => self.learn(key, None, None),
+            _ => {}
+        }
+        Ok(Sourced::redis(convert(reply.value)?))
     }
 
-    /// `SET key value`.
+    /// `SET key value`. While Redis is unavailable it fails with
+    /// [`Error::ConnectionDown`] (not applied): a write is never kept to be
+    /// applied later over what other clients wrote meanwhile.
     pub async fn set(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), Error> {
-        self.set_with_source(key, value, SetOptions::default())
+        self.set_with(key, value, SetOptions::default())
             .await
             .map(|_| ())
     }
@@ -686,143 +567,64 @@ impl Client {
         value: impl AsRef<[u8]>,
         options: SetOptions,
     ) -> Result<bool, Error> {
-        self.set_with_source(key, value, options)
-            .await
-            .map(|s| s.value)
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let core_options = encode::SetOptions {
+            expiry: options.expiry,
+            condition: options.condition,
+            get: false,
+        };
+        // SET NX is not resend-safe: a resend would answer "not set" to the
+        // writer who set it.
+        let class = if options.condition == Some(SetCondition::Nx) {
+            Class::WRITE
+        } else {
+            Class::IDEMPOTENT_WRITE
+        };
+        let bytes = encode_vec(|b| encode::set(b, key, value, &core_options));
+        let done = !self.redis(bytes, class).await?.is_nil();
+        if done {
+            self.learn(key, Some(value), options.ttl());
+        }
+        Ok(done)
     }
 
-    /// `SET`, saying whether Redis or the fallback cache took it. During an
-    /// outage (fallback mode) an unconditional SET is kept locally and
-    /// replayed to Redis on reconnect; a conditional one (NX/XX) is refused.
+    /// `SET`, with where the answer came from: always [`Source::Redis`],
+    /// since writes are never applied locally.
     pub async fn set_with_source(
         &self,
         key: impl AsRef<[u8]>,
         value: impl AsRef<[u8]>,
         options: SetOptions,
     ) -> Result<Sourced<bool>, Error> {
-        let (key, value) = (key.as_ref(), value.as_ref());
-        let ttl = options.ttl();
-        let local = |this: &Self| -> Option<Result<Sourced<bool>, Error>> {
-            if options.condition.is_some() {
-                bump(&this.shared().metrics.outage_writes_refused);
-                return Some(Err(Error::ConnectionDown {
-                    reason: this.shared().status().last_reason,
-                    fix: "conditional SET (NX/XX) is not applied during an outage: a lock taken in local memory is no lock; retry when Redis is back",
-                }));
-            }
-            this.outage_write(|fb, now| fb.outage_set(key, value, ttl, now))
-                .map(|r| r.map(|()| Sourced::fallback(true)))
-        };
-        if self.serving_fallback()
-            && let Some(answer) = local(self)
-        {
-            return answer;
-        }
-        let core_options = encode::SetOptions {
-            expiry: options.expiry,
-            condition: options.condition,
-            get: false,
-        };
-        let idempotent = options.condition != Some(SetCondition::Nx);
-        let bytes = encode_vec(|b| encode::set(b, key, value, &core_options));
-        match self.request(bytes, idempotent, false, None).await {
-            Ok(reply) => {
-                let done = !reply.is_nil();
-                if done {
-                    self.learn(key, Some(value), ttl);
-                }
-                Ok(Sourced::redis(done))
-            }
-            Err(e @ (Error::ConnectionDown { .. } | Error::Timeout)) if self.fallback_mode() => {
-                // Certainly not applied: keep it for replay if fallback is on.
-                local(self).unwrap_or(Err(e))
-            }
-            Err(e) => Err(e),
-        }
+        self.set_with(key, value, options).await.map(Sourced::redis)
     }
 
-    /// `DEL key`: how many keys were removed (0 or 1). During an outage
-    /// (fallback mode) applied locally and replayed on reconnect.
+    /// `DEL key`: how many keys were removed (0 or 1).
     pub async fn del(&self, key: impl AsRef<[u8]>) -> Result<i64, Error> {
-        self.del_with_source(key).await.map(|s| s.value)
-    }
-
-    pub async fn del_with_source(&self, key: impl AsRef<[u8]>) -> Result<Sourced<i64>, Error> {
         let key = key.as_ref();
-        let local = |this: &Self| {
-            this.outage_write(|fb, now| fb.outage_del(key, now))
-                .map(|r| r.map(|removed| Sourced::fallback(i64::from(removed))))
-        };
-        if self.serving_fallback()
-            && let Some(answer) = local(self)
-        {
-            return answer;
-        }
-        match self
-            .request(encode_vec(|b| encode::del(b, &[key])), false, false, None)
-            .await
-        {
-            Ok(v) => {
-                self.forget(key);
-                Ok(Sourced::redis(convert(v)?))
-            }
-            Err(e @ (Error::ConnectionDown { .. } | Error::Timeout)) if self.fallback_mode() => {
-                local(self).unwrap_or(Err(e))
-            }
-            Err(e) => Err(e),
-        }
+        let removed = self
+            .redis(encode_vec(|b| encode::del(b, &[key])), Class::WRITE)
+            .await;
+        // Whatever happened, a cached copy may now be stale.
+        self.forget(key);
+        convert(removed?)
     }
 
-    /// `EXISTS key`.
+    /// `EXISTS key`. Only Redis answers it: during an outage it fails with
+    /// the reason (the cache cannot know what it does not hold).
     pub async fn exists(&self, key: impl AsRef<[u8]>) -> Result<bool, Error> {
-        self.exists_with_source(key).await.map(|s| s.value)
-    }
-
-    pub async fn exists_with_source(&self, key: impl AsRef<[u8]>) -> Result<Sourced<bool>, Error> {
         let key = key.as_ref();
-        let from_cache = |this: &Self| Ok(Sourced::fallback(this.fallback_read(key).is_some()));
-        if self.serving_fallback() {
-            return from_cache(self);
-        }
-        let fallback_read = self.fallback_mode();
-        match self
-            .send(
-                encode_vec(|b| encode::exists(b, &[key])),
-                true,
-                false,
-                None,
-                fallback_read,
-            )
-            .await
-        {
-            Ok(v) => Ok(Sourced::redis(convert::<i64>(v)? > 0)),
-            Err(e) if self.fallback_mode() && e.is_connection_error() => from_cache(self),
-            Err(e) => Err(e),
-        }
+        let n: i64 = convert(
+            self.redis(encode_vec(|b| encode::exists(b, &[key])), Class::READ)
+                .await?,
+        )?;
+        Ok(n > 0)
     }
 
     /// `EXPIRE key seconds` (or `PEXPIRE` for a fraction of a second): true
-    /// if the key exists. During an outage (fallback mode) applied locally
-    /// and replayed on reconnect.
+    /// if the key exists.
     pub async fn expire(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<bool, Error> {
-        self.expire_with_source(key, ttl).await.map(|s| s.value)
-    }
-
-    pub async fn expire_with_source(
-        &self,
-        key: impl AsRef<[u8]>,
-        ttl: Duration,
-    ) -> Result<Sourced<bool>, Error> {
         let key = key.as_ref();
-        let local = |this: &Self| {
-            this.outage_write(|fb, now| fb.outage_expire(key, ttl, now))
-                .map(|r| r.map(Sourced::fallback))
-        };
-        if self.serving_fallback()
-            && let Some(answer) = local(self)
-        {
-            return answer;
-        }
         let bytes = if ttl.subsec_millis() == 0 {
             encode_vec(|b| encode::expire(b, key, ttl.as_secs()))
         } else {
@@ -833,41 +635,32 @@ impl Client {
                 c.finish()
             })
         };
-        match self.request(bytes, false, false, None).await {
-            Ok(v) => {
-                let set: bool = convert(v)?;
-                if set && self.write_through() {
-                    let now = Instant::now();
-                    self.shared()
-                        .fallback()
-                        .cache
-                        .set_expiry(key, now + ttl, now);
-                }
-                Ok(Sourced::redis(set))
-            }
-            Err(e @ (Error::ConnectionDown { .. } | Error::Timeout)) if self.fallback_mode() => {
-                local(self).unwrap_or(Err(e))
-            }
-            Err(e) => Err(e),
+        let set: bool = convert(self.redis(bytes, Class::WRITE).await?)?;
+        if set && self.write_through() {
+            let now = Instant::now();
+            self.shared()
+                .fallback()
+                .cache
+                .set_expiry(key, now + ttl, now);
         }
+        Ok(set)
     }
 
     /// `TTL key`: seconds left, -1 without expiry, -2 if the key is missing.
     pub async fn ttl(&self, key: impl AsRef<[u8]>) -> Result<i64, Error> {
         let key = key.as_ref();
-        let v = self
-            .request(encode_vec(|b| encode::ttl(b, key)), true, false, None)
-            .await?;
-        convert(v)
+        convert(
+            self.redis(encode_vec(|b| encode::ttl(b, key)), Class::READ)
+                .await?,
+        )
     }
 
-    /// `INCR key`: the new value. Not idempotent; not served by the fallback.
+    /// `INCR key`: the new value. Not resend-safe: never written twice.
     pub async fn incr(&self, key: impl AsRef<[u8]>) -> Result<i64, Error> {
         let key = key.as_ref();
         let v = self
-            .request(encode_vec(|b| encode::incr(b, key)), false, false, None)
+            .redis(encode_vec(|b| encode::incr(b, key)), Class::WRITE)
             .await;
-        // Whatever happened, a cached copy may now be stale.
         self.forget(key);
         convert(v?)
     }
@@ -876,7 +669,7 @@ impl Client {
     pub async fn decr(&self, key: impl AsRef<[u8]>) -> Result<i64, Error> {
         let key = key.as_ref();
         let v = self
-            .request(encode_vec(|b| encode::decr(b, key)), false, false, None)
+            .redis(encode_vec(|b| encode::decr(b, key)), Class::WRITE)
             .await;
         self.forget(key);
         convert(v?)
@@ -888,10 +681,10 @@ impl Client {
         keys: &[K],
     ) -> Result<Vec<Option<T>>, Error> {
         let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
-        let v = self
-            .request(encode_vec(|b| encode::mget(b, &keys)), true, false, None)
-            .await?;
-        convert(v)
+        convert(
+            self.redis(encode_vec(|b| encode::mget(b, &keys)), Class::READ)
+                .await?,
+        )
     }
 
     /// `MSET key value...`.
@@ -904,7 +697,10 @@ impl Client {
             .map(|(k, v)| (k.as_ref(), v.as_ref()))
             .collect();
         let v = self
-            .request(encode_vec(|b| encode::mset(b, &pairs)), true, false, None)
+            .redis(
+                encode_vec(|b| encode::mset(b, &pairs)),
+                Class::IDEMPOTENT_WRITE,
+            )
             .await?;
         for (k, val) in &pairs {
             // MSET clears any TTL, as the cache entry does.
@@ -920,15 +716,10 @@ impl Client {
         field: impl AsRef<[u8]>,
     ) -> Result<Option<T>, Error> {
         let (key, field) = (key.as_ref(), field.as_ref());
-        let v = self
-            .request(
-                encode_vec(|b| encode::hget(b, key, field)),
-                true,
-                false,
-                None,
-            )
-            .await?;
-        convert(v)
+        convert(
+            self.redis(encode_vec(|b| encode::hget(b, key, field)), Class::READ)
+                .await?,
+        )
     }
 
     /// `HSET key field value`: 1 if the field is new, 0 if it was updated.
@@ -939,24 +730,22 @@ impl Client {
         value: impl AsRef<[u8]>,
     ) -> Result<i64, Error> {
         let (key, field, value) = (key.as_ref(), field.as_ref(), value.as_ref());
-        let v = self
-            .request(
+        convert(
+            self.redis(
                 encode_vec(|b| encode::hset(b, key, &[(field, value)])),
-                false,
-                false,
-                None,
+                Class::WRITE,
             )
-            .await?;
-        convert(v)
+            .await?,
+        )
     }
 
     /// `HGETALL key` as a map, e.g. `HashMap<String, String>`.
     pub async fn hgetall<T: FromValue>(&self, key: impl AsRef<[u8]>) -> Result<T, Error> {
         let key = key.as_ref();
-        let v = self
-            .request(encode_vec(|b| encode::hgetall(b, key)), true, false, None)
-            .await?;
-        convert(v)
+        convert(
+            self.redis(encode_vec(|b| encode::hgetall(b, key)), Class::READ)
+                .await?,
+        )
     }
 
     /// `PUBLISH channel message`: how many subscribers got it.
@@ -966,20 +755,18 @@ impl Client {
         message: impl AsRef<[u8]>,
     ) -> Result<i64, Error> {
         let (channel, message) = (channel.as_ref(), message.as_ref());
-        let v = self
-            .request(
+        convert(
+            self.redis(
                 encode_vec(|b| encode::publish(b, channel, message)),
-                false,
-                false,
-                None,
+                Class::WRITE,
             )
-            .await?;
-        convert(v)
+            .await?,
+        )
     }
 
     /// `PING`.
     pub async fn ping(&self) -> Result<(), Error> {
-        self.request(encode_vec(encode::ping), true, false, None)
+        self.redis(encode_vec(encode::ping), Class::READ)
             .await
             .map(|_| ())
     }
@@ -988,10 +775,9 @@ impl Client {
     pub fn cmd(&self, name: &str) -> Cmd<'_> {
         let mut cmd = Cmd {
             client: self,
-            name: name.to_ascii_uppercase(),
             args: Vec::new(),
             ends: Vec::new(),
-            idempotent: None,
+            resend_safe: None,
             timeout: None,
         };
         name.write_arg(&mut cmd.args);
@@ -1000,15 +786,29 @@ impl Client {
     }
 }
 
+/// The command's name, for an error message.
+fn command_name(bytes: &[u8]) -> String {
+    use resilis_core::resp::{Decoded, Frame, Limits, decode};
+    match decode(bytes, &Limits::REDIS) {
+        Ok(Decoded::Frame {
+            frame: Frame::Array(args),
+            ..
+        }) => match args.iter().next() {
+            Some(Frame::BulkString(name)) => String::from_utf8_lossy(name).to_ascii_uppercase(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
 /// A command under construction; see [`Client::cmd`].
 #[must_use = "a command does nothing until .query().await"]
 pub struct Cmd<'c> {
     client: &'c Client,
-    name: String,
     /// Every argument's bytes back to back; `ends` marks where each ends.
     args: Vec<u8>,
     ends: Vec<usize>,
-    idempotent: Option<bool>,
+    resend_safe: Option<bool>,
     timeout: Option<Duration>,
 }
 
@@ -1019,31 +819,21 @@ impl Cmd<'_> {
         self
     }
 
-    /// Safe to write twice after a reconnect? Default: true for the commands
-    /// in [`READ_ONLY`], false otherwise.
+    /// Safe to write twice after a reconnect? Default: what the core's
+    /// command table says (reads, plain SET, MSET...).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
-        self.idempotent = Some(idempotent);
+        self.resend_safe = Some(idempotent);
         self
     }
 
     /// This command's deadline (default: the client's command timeout, or
-    /// none for blocking commands).
+    /// `blocking_timeout` for blocking commands).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
-    fn is_blocking(&self) -> bool {
-        if BLOCKING.contains(&self.name.as_str()) {
-            return true;
-        }
-        if matches!(self.name.as_str(), "XREAD" | "XREADGROUP") {
-            return self.iter_args().any(|a| a.eq_ignore_ascii_case(b"BLOCK"));
-        }
-        false
-    }
-
-    fn iter_args(&self) -> impl Iterator<Item = &[u8]> {
+    fn iter_args(&self) -> impl Iterator<Item = &[u8]> + Clone {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
             let arg = &self.args[start..end];
@@ -1052,32 +842,21 @@ impl Cmd<'_> {
         })
     }
 
-    fn refused(&self) -> Option<&'static str> {
-        if let Some((_, why)) = REFUSED.iter().find(|(name, _)| *name == self.name) {
-            return Some(why);
+    /// The core's class of this command line, with the caller's override.
+    fn class(&self) -> Class {
+        let class = command::classify(self.iter_args());
+        match self.resend_safe {
+            Some(true) => Class::new(class.flags | Flags::RESEND_SAFE),
+            Some(false) => Class::new(class.flags.without(Flags::RESEND_SAFE)),
+            None => class,
         }
-        // CLIENT REPLY OFF|SKIP would leave commands without replies.
-        let mut args = self.iter_args().skip(1);
-        if self.name == "CLIENT"
-            && args
-                .next()
-                .is_some_and(|a| a.eq_ignore_ascii_case(b"REPLY"))
-        {
-            return Some("CLIENT REPLY would leave commands without replies");
-        }
-        None
     }
 
     /// Sends the command; an error reply is [`Error::Server`]. Commands that
-    /// would break the shared connection (see [`REFUSED`]) fail with
+    /// would break the shared connection (the core's table refuses them:
+    /// pub/sub, transactions, SELECT, CLIENT REPLY...) fail with
     /// [`Error::Unsupported`] without being sent.
     pub async fn query(self) -> Result<Value, Error> {
-        if let Some(why) = self.refused() {
-            return Err(Error::Unsupported {
-                command: self.name.clone(),
-                why,
-            });
-        }
         let bytes = encode_vec(|b| {
             let mut enc = CommandEncoder::new(b, self.ends.len());
             for arg in self.iter_args() {
@@ -1085,13 +864,9 @@ impl Cmd<'_> {
             }
             enc.finish()
         });
-        let blocking = self.is_blocking();
-        let idempotent = self
-            .idempotent
-            .unwrap_or_else(|| READ_ONLY.contains(&self.name.as_str()));
-        self.client
-            .request(bytes, idempotent, blocking, self.timeout)
-            .await
+        let class = self.class();
+        let reply = self.client.request(bytes, class, self.timeout).await?;
+        Ok(reply.value)
     }
 
     /// Sends the command and converts the reply.

@@ -1,7 +1,10 @@
 //! The driver: one Tokio task per connection that moves bytes and time
 //! between the sockets and `resilis_core::Connection`. No policy lives here:
-//! backoff, pings, failure classification and the fallback decision are the
-//! core's. The loop is the core's own rule, *feed inputs, then drain outputs
+//! backoff, pings, failure classification, what happens to each command
+//! while Redis is unavailable (the outage policy) are the core's. The driver
+//! only fulfils the core's outcomes: a reply goes to its caller, an
+//! `Outcome::Fallback` is looked up in the cache, a caller that is gone is
+//! reported with `handle_cancel`. The loop is the core's own rule, *feed inputs, then drain outputs
 //! until `Wait`*:
 //!
 //! 1. drain `poll_output()`: open transports, append every command that is
@@ -23,10 +26,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use resilis_core::resp::encode::{self, CommandEncoder, EncodeError};
+use resilis_core::command::Class;
 use resilis_core::{
-    CommandId, Config, Connection, Event, Instant as CoreInstant, Outcome, Output, PhaseKind,
-    Received, Submit, SubmitError, TransportError,
+    CommandId, Config, Connection, DisconnectReason, Event, Instant as CoreInstant, Outcome,
+    Output, PhaseKind, Received, Submit, SubmitError, TransportError,
 };
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -37,15 +40,15 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::error::Error;
-use crate::fallback::OutageWrite;
+use crate::fallback::Lookup;
 use crate::health::{Shared, bump};
 use crate::value::Value;
 
 /// Commands one connection tracks at once (queued + in flight + resolved
 /// but not yet polled): the core's const capacity, ~48 bytes each.
 pub(crate) const SLOTS: usize = 4096;
-/// Submissions taken per wake. Below the core's default queue bound (1024),
-/// so a burst is written out in slices instead of overflowing the queue.
+/// Submissions taken per wake, at most (and never more than the core has
+/// room for: the rest wait in the channel, and their callers with them).
 const BATCH: usize = 256;
 /// Initial receive buffer; it grows only when a frame needs more.
 const READ_BUF: usize = 64 * 1024;
@@ -65,28 +68,21 @@ pub(crate) enum Request {
 pub(crate) struct Command {
     pub bytes: Vec<u8>,
     pub timeout: Duration,
-    pub idempotent: bool,
-    pub blocking: bool,
-    /// A read the fallback cache can answer: when fallback engages while it
-    /// waits, its caller is answered at once (and turns to the cache)
-    /// instead of waiting for a reconnect or its deadline.
-    pub fallback_read: bool,
-    pub reply: oneshot::Sender<Result<Value, Error>>,
+    pub class: Class,
+    pub reply: oneshot::Sender<Result<Reply, Error>>,
 }
 
-enum Waiter {
-    Caller(oneshot::Sender<Result<Value, Error>>),
-    /// A write from the outage log being replayed.
-    Replay,
-    /// The caller was already answered (fallback engaged); whatever comes
-    /// for this command is dropped.
-    Detached,
+/// An answer: from Redis, or from the fallback cache when the core said so.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub value: Value,
+    pub from_cache: bool,
 }
 
 struct Pending {
     bytes: Vec<u8>,
-    waiter: Waiter,
-    fallback_read: bool,
+    waiter: oneshot::Sender<Result<Reply, Error>>,
+    class: Class,
 }
 
 /// Commands the core knows, by id. The core hands out consecutive ids and
@@ -124,6 +120,11 @@ impl PendingTable {
         self.slots.get(index)?.as_ref()
     }
 
+    fn get_mut(&mut self, id: CommandId) -> Option<&mut Pending> {
+        let index = id.0.checked_sub(self.base)? as usize;
+        self.slots.get_mut(index)?.as_mut()
+    }
+
     fn take(&mut self, id: CommandId) -> Option<Pending> {
         let index = id.0.checked_sub(self.base)? as usize;
         let taken = self.slots.get_mut(index)?.take();
@@ -136,10 +137,6 @@ impl PendingTable {
 
     fn drain(&mut self) -> impl Iterator<Item = Pending> + '_ {
         self.slots.drain(..).flatten()
-    }
-
-    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Pending> + '_ {
-        self.slots.iter_mut().flatten()
     }
 }
 
@@ -199,6 +196,8 @@ struct Wake {
     io_failed: Option<TransportError>,
     read_any: bool,
     eof: bool,
+    /// Written blocking commands whose callers are gone.
+    abandoned: Vec<CommandId>,
     timer: bool,
     channel_closed: bool,
 }
@@ -222,12 +221,13 @@ pub(crate) struct Driver {
     timer_armed: bool,
     shared: Arc<Shared>,
     keepalive: Duration,
-    command_timeout: Duration,
     shutting_down: bool,
-    /// Offline mode `Fallback`: answer waiting reads early when it engages.
-    early_fallback: bool,
-    /// Outage writes still to replay, submitted in slices as room frees up.
-    replay_backlog: VecDeque<(Vec<u8>, OutageWrite)>,
+    /// Written blocking commands: their callers are watched, so that one who
+    /// leaves is reported to the core at once (which closes the connection
+    /// before the command can take data for nobody).
+    blocking_written: Vec<CommandId>,
+    /// A GET the cache cannot answer during an outage reads as absent.
+    miss_reads_as_absent: bool,
 }
 
 impl Driver {
@@ -236,12 +236,11 @@ impl Driver {
         tls: Option<TlsSetup>,
         rx: mpsc::Receiver<Request>,
         shared: Arc<Shared>,
-        early_fallback: bool,
+        miss_reads_as_absent: bool,
     ) -> Driver {
         let epoch = TokioInstant::now();
         Driver {
             keepalive: config.tcp_keepalive,
-            command_timeout: config.command_timeout,
             conn: Box::new(Connection::new(config)),
             epoch,
             rx,
@@ -260,8 +259,8 @@ impl Driver {
             timer_armed: false,
             shared,
             shutting_down: false,
-            early_fallback,
-            replay_backlog: VecDeque::new(),
+            blocking_written: Vec::new(),
+            miss_reads_as_absent,
         }
     }
 
@@ -273,12 +272,7 @@ impl Driver {
         let now = self.now();
         self.conn.handle_start(now);
         loop {
-            let mut deadline = self.drain();
-            // Bounded: each pass submits from a finite backlog, and stops
-            // when the core has no room.
-            while self.pump_replay() {
-                deadline = self.drain();
-            }
+            let deadline = self.drain();
             self.publish_gauges();
             if self.conn.phase() == PhaseKind::Shutdown && self.wbuf.is_empty() {
                 break;
@@ -312,20 +306,12 @@ impl Driver {
             match self.conn.poll_output() {
                 Output::Wait(deadline) => return deadline,
                 Output::Transmit(bytes) => self.wbuf.extend_from_slice(bytes),
-                Output::TransmitCommand(id) => match self.pending.get(id) {
-                    Some(p) => self.wbuf.extend_from_slice(&p.bytes),
-                    None => tracing::error!(?id, "core asked to write an unknown command"),
-                },
+                Output::TransmitCommand(id) => self.transmit(id),
                 Output::OpenTransport { host, port, tls } => {
                     open = Some((host.to_owned(), port, tls));
                 }
                 Output::Close => self.close_transport(),
-                Output::Resolved { id, outcome } => {
-                    if let Some(p) = self.pending.take(id) {
-                        let error = outcome_error(outcome);
-                        finish(p.waiter, Err(error), Some(&self.shared));
-                    }
-                }
+                Output::Resolved { id, outcome } => self.resolved(id, outcome),
                 Output::Event(e) => event = Some(e),
             }
             if let Some((host, port, tls)) = open {
@@ -335,6 +321,81 @@ impl Driver {
                 self.on_event(e);
             }
         }
+    }
+
+    /// Writes a command, unless its caller is gone: then the core withdraws
+    /// it, and it is never sent.
+    fn transmit(&mut self, id: CommandId) {
+        let Some(p) = self.pending.get(id) else {
+            tracing::error!(?id, "core asked to write an unknown command");
+            return;
+        };
+        if p.waiter.is_closed() {
+            let now = self.now();
+            self.conn.handle_cancel(now, id);
+            return;
+        }
+        self.wbuf.extend_from_slice(&p.bytes);
+        if p.class.blocking() {
+            self.blocking_written.push(id);
+        }
+    }
+
+    /// Fulfils an outcome the core decided.
+    fn resolved(&mut self, id: CommandId, outcome: Outcome) {
+        self.blocking_written.retain(|&b| b != id);
+        let Some(p) = self.pending.take(id) else {
+            return;
+        };
+        let result = match outcome {
+            Outcome::Fallback(reason) => self.answer_from_cache(&p.bytes, reason),
+            Outcome::Cancelled => {
+                bump(&self.shared.metrics.cancelled);
+                return;
+            }
+            Outcome::Indeterminate(resilis_core::IndeterminateCause::Cancelled) => {
+                bump(&self.shared.metrics.cancelled);
+                bump(&self.shared.metrics.indeterminate);
+                return;
+            }
+            Outcome::TimedOut => Err(Error::Timeout),
+            Outcome::NotApplied(reason) => Err(self.down(reason)),
+            Outcome::Indeterminate(cause) => Err(Error::Indeterminate { cause }),
+        };
+        finish(p.waiter, result, Some(&self.shared));
+    }
+
+    /// The answer to a read the core sent to the cache: a hit, or the
+    /// reason Redis is unavailable (a miss is not "absent", unless the
+    /// application opted into that).
+    fn answer_from_cache(&self, bytes: &[u8], reason: DisconnectReason) -> Result<Reply, Error> {
+        let found = command_key(bytes)
+            .map(|key| self.shared.fallback().read(key, std::time::Instant::now()));
+        let m = &self.shared.metrics;
+        match found {
+            Some(Lookup::Hit(value)) => {
+                bump(&m.fallback_hits);
+                Ok(Reply {
+                    value: Value::Bulk(value),
+                    from_cache: true,
+                })
+            }
+            _ => {
+                bump(&m.fallback_misses);
+                if self.miss_reads_as_absent {
+                    Ok(Reply {
+                        value: Value::Nil,
+                        from_cache: true,
+                    })
+                } else {
+                    Err(self.down(reason))
+                }
+            }
+        }
+    }
+
+    fn down(&self, reason: DisconnectReason) -> Error {
+        Error::down_said(reason, self.conn.server_message())
     }
 
     fn close_transport(&mut self) {
@@ -397,6 +458,7 @@ impl Driver {
                 );
             }
             Event::Disconnected { reason } => {
+                self.shared.status().server_message = self.conn.server_message().map(str::to_owned);
                 let what = crate::health::describe(&reason);
                 if self.shared.status().phase == PhaseKind::Ready {
                     tracing::warn!(%endpoint, fix = reason.fix(), "Redis connection lost: {what}");
@@ -434,100 +496,17 @@ impl Driver {
                 tracing::error!(%endpoint, fix = reason.fix(), "gave up on Redis: {}", crate::health::describe(&reason))
             }
             Event::FallbackEngaged { reason } => {
-                {
-                    let mut fb = self.shared.fallback();
-                    fb.active = true;
-                    // A replay cut short goes back to the log; a write made
-                    // since (already in the log) is newer and wins.
-                    for (key, write) in self.replay_backlog.drain(..) {
-                        fb.outage.entry(key).or_insert(write);
-                    }
-                }
                 self.shared.fallback_hint.store(true, Relaxed);
-                if self.early_fallback {
-                    // Only where the cache has an answer: a read it cannot
-                    // answer keeps waiting for Redis (retried after the
-                    // reconnect, as idempotent commands are), rather than
-                    // being told "absent" about a key that may exist.
-                    let mut fb = self.shared.fallback();
-                    let now = std::time::Instant::now();
-                    for p in self.pending.iter_mut() {
-                        if p.fallback_read
-                            && matches!(p.waiter, Waiter::Caller(_))
-                            && command_key(&p.bytes).is_some_and(|k| fb.cache.get(k, now).is_some())
-                            && let Waiter::Caller(tx) =
-                                std::mem::replace(&mut p.waiter, Waiter::Detached)
-                        {
-                            let _ = tx.send(Err(Error::down(reason)));
-                        }
-                    }
-                }
-                tracing::warn!(%endpoint, "fallback engaged: serving from the in-memory cache ({})", crate::health::describe(&reason));
+                tracing::warn!(%endpoint, "fallback engaged: reads the cache holds are answered from it ({})", crate::health::describe(&reason));
             }
             Event::FallbackReleased => {
-                let log = self.shared.fallback().release();
                 self.shared.fallback_hint.store(false, Relaxed);
-                tracing::info!(%endpoint, outage_writes = log.len(), "fallback released: Redis is back");
-                self.replay_backlog.extend(log);
+                tracing::info!(%endpoint, "fallback released: Redis is back");
             }
         }
         self.shared.on_event(&event);
         // No subscribers is fine; a lagging one loses the oldest events.
         let _ = self.shared.events.send(event);
-    }
-
-    /// Submits the next slice of the outage log, while the connection is
-    /// ready and the core has room (half its slots, half its queue bound,
-    /// at most a batch). Returns whether it submitted anything.
-    fn pump_replay(&mut self) -> bool {
-        if self.replay_backlog.is_empty() || !self.conn.is_ready() {
-            return false;
-        }
-        let busy = self.conn.in_flight() + self.conn.queued();
-        let max_queue = self.conn.config().queue.max_commands;
-        let room = (SLOTS / 2)
-            .saturating_sub(busy)
-            .min((max_queue / 2).saturating_sub(self.conn.queued()))
-            .min(BATCH);
-        let wall = std::time::Instant::now();
-        let mut submitted = 0;
-        while submitted < room {
-            let Some((key, write)) = self.replay_backlog.pop_front() else {
-                break;
-            };
-            let bytes = replay_bytes(&key, &write, wall);
-            let now = self.now();
-            let submit = Submit {
-                len: bytes.len(),
-                deadline: now + self.command_timeout,
-                // Each sets a final state, so writing one twice is harmless.
-                idempotent: true,
-                blocking: false,
-            };
-            match self.conn.handle_submit(now, submit) {
-                Ok(id) => {
-                    submitted += 1;
-                    self.pending.insert(
-                        id,
-                        Pending {
-                            bytes,
-                            waiter: Waiter::Replay,
-                            fallback_read: false,
-                        },
-                    );
-                }
-                Err(SubmitError::Backpressure { .. }) => {
-                    // No room after all: try again on the next pass.
-                    self.replay_backlog.push_front((key, write));
-                    break;
-                }
-                Err(e) => {
-                    bump(&self.shared.metrics.outage_writes_lost);
-                    tracing::warn!("outage write not replayed to Redis: {e}");
-                }
-            }
-        }
-        submitted > 0
     }
 
     fn publish_gauges(&self) {
@@ -639,14 +618,27 @@ impl Driver {
             woke |= wake.io_failed.is_some() || wake.eof || wake.read_any;
         }
 
-        if !self.shutting_down {
-            match self.rx.poll_recv_many(cx, &mut self.incoming, BATCH) {
+        // Callers beyond the core's room wait in the channel (their `send`
+        // waits in turn): more callers than slots is backpressure in time,
+        // not an error.
+        let room = self.conn.room().min(BATCH);
+        if !self.shutting_down && room > 0 {
+            match self.rx.poll_recv_many(cx, &mut self.incoming, room) {
                 Poll::Ready(0) => {
                     wake.channel_closed = true;
                     woke = true;
                 }
                 Poll::Ready(_) => woke = true,
                 Poll::Pending => {}
+            }
+        }
+
+        for &id in &self.blocking_written {
+            if let Some(p) = self.pending.get_mut(id)
+                && p.waiter.poll_closed(cx).is_ready()
+            {
+                wake.abandoned.push(id);
+                woke = true;
             }
         }
 
@@ -705,6 +697,9 @@ impl Driver {
             self.conn
                 .handle_transport_failed(now, TransportError::Closed);
         }
+        for id in wake.abandoned {
+            self.conn.handle_cancel(now, id);
+        }
         if !self.incoming.is_empty() {
             self.submit_incoming(now);
         }
@@ -729,12 +724,16 @@ impl Driver {
                     consumed,
                 } => {
                     self.rstart += consumed;
+                    self.blocking_written.retain(|&b| b != id);
                     if let Some(p) = self.pending.take(id) {
                         let result = match frame.error_text() {
                             Some(text) => {
                                 Err(Error::Server(String::from_utf8_lossy(text).into_owned()))
                             }
-                            None => Ok(Value::from_frame(&frame)),
+                            None => Ok(Reply {
+                                value: Value::from_frame(&frame),
+                                from_cache: false,
+                            }),
                         };
                         finish(p.waiter, result, Some(&self.shared));
                     }
@@ -767,24 +766,28 @@ impl Driver {
         for request in batch.drain(..) {
             match request {
                 Request::Command(cmd) => {
+                    if cmd.reply.is_closed() {
+                        // Its caller left while it waited in the channel.
+                        bump(&self.shared.metrics.cancelled);
+                        continue;
+                    }
                     let submit = Submit {
                         len: cmd.bytes.len(),
                         deadline: now + cmd.timeout,
-                        idempotent: cmd.idempotent,
-                        blocking: cmd.blocking,
+                        class: cmd.class,
                     };
                     match self.conn.handle_submit(now, submit) {
                         Ok(id) => self.pending.insert(
                             id,
                             Pending {
                                 bytes: cmd.bytes,
-                                waiter: Waiter::Caller(cmd.reply),
-                                fallback_read: cmd.fallback_read,
+                                waiter: cmd.reply,
+                                class: cmd.class,
                             },
                         ),
                         Err(e) => {
-                            let error = submit_error(e, self.conn.last_reason());
-                            finish(Waiter::Caller(cmd.reply), Err(error), Some(&self.shared));
+                            let error = self.submit_error(e);
+                            finish(cmd.reply, Err(error), Some(&self.shared));
                         }
                     }
                 }
@@ -814,38 +817,6 @@ fn command_key(bytes: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The command that replays one outage write (`wall`: now, for TTLs).
-fn replay_bytes(key: &[u8], write: &OutageWrite, wall: std::time::Instant) -> Vec<u8> {
-    match write {
-        OutageWrite::Set { value, expires } => match expires {
-            None => encode_vec(|b| encode::encode_args(b, &[b"SET", key, value])),
-            Some(at) => match at.checked_duration_since(wall) {
-                Some(left) if !left.is_zero() => {
-                    let ms = left.as_millis().max(1) as u64;
-                    encode_vec(|b| {
-                        let mut c = CommandEncoder::new(b, 5);
-                        c.arg(b"SET").arg(key).arg(value).arg(b"PX").arg_uint(ms);
-                        c.finish()
-                    })
-                }
-                // Expired during the outage: in Redis it would be gone.
-                _ => encode_vec(|b| encode::del(b, &[key])),
-            },
-        },
-        OutageWrite::Del => encode_vec(|b| encode::del(b, &[key])),
-        OutageWrite::Expire { expires } => {
-            let ms = expires
-                .checked_duration_since(wall)
-                .map_or(1, |d| d.as_millis().max(1) as u64);
-            encode_vec(|b| {
-                let mut c = CommandEncoder::new(b, 3);
-                c.arg(b"PEXPIRE").arg(key).arg_uint(ms);
-                c.finish()
-            })
-        }
-    }
-}
-
 /// Keeps at least `MIN_READ` bytes (or what `needed` says a frame needs)
 /// free after `rend`, compacting before growing.
 fn make_room(rbuf: &mut Vec<u8>, rstart: &mut usize, rend: &mut usize, needed: Option<usize>) {
@@ -869,12 +840,12 @@ fn make_room(rbuf: &mut Vec<u8>, rstart: &mut usize, rend: &mut usize, needed: O
     }
 }
 
-/// Answers a waiter and counts the answer.
-fn finish(waiter: Waiter, result: Result<Value, Error>, shared: Option<&Shared>) {
-    if let Waiter::Detached = waiter {
-        // Answered already, and counted by the fallback that answered it.
-        return;
-    }
+/// Answers a caller and counts the answer.
+fn finish(
+    waiter: oneshot::Sender<Result<Reply, Error>>,
+    result: Result<Reply, Error>,
+    shared: Option<&Shared>,
+) {
     if let Some(shared) = shared {
         let m = &shared.metrics;
         match &result {
@@ -890,68 +861,32 @@ fn finish(waiter: Waiter, result: Result<Value, Error>, shared: Option<&Shared>)
             }
             Err(_) => bump(&m.failed),
         }
-        if let Waiter::Replay = waiter {
-            match &result {
-                Ok(_) => bump(&m.outage_writes_replayed),
-                Err(e) => {
-                    bump(&m.outage_writes_lost);
-                    tracing::warn!("an outage write was not confirmed by Redis: {e}");
-                }
+    }
+    // The caller may have given up (dropped its future) since: fine, the
+    // answer has nowhere to go.
+    let _ = waiter.send(result);
+}
+
+impl Driver {
+    fn submit_error(&self, e: SubmitError) -> Error {
+        match e {
+            SubmitError::Backpressure {
+                queued,
+                queued_bytes,
+            } => Error::Backpressure {
+                queued,
+                queued_bytes,
+            },
+            SubmitError::NotReady {
+                reason: Some(reason),
+                ..
             }
+            | SubmitError::Down { reason } => self.down(reason),
+            SubmitError::NotReady { reason: None, .. } => Error::down_unknown(),
+            SubmitError::Shutdown => Error::Shutdown,
+            SubmitError::TooLarge { len, max, offline } => Error::TooLarge { len, max, offline },
         }
     }
-    if let Waiter::Caller(tx) = waiter {
-        // The caller may have given up (dropped its future): fine.
-        let _ = tx.send(result);
-    }
-}
-
-fn outcome_error(outcome: Outcome) -> Error {
-    match outcome {
-        Outcome::TimedOut => Error::Timeout,
-        Outcome::NotSent(reason) => Error::down(reason),
-        Outcome::Indeterminate(cause) => Error::Indeterminate { cause },
-    }
-}
-
-fn submit_error(e: SubmitError, last: Option<resilis_core::DisconnectReason>) -> Error {
-    match e {
-        SubmitError::Backpressure {
-            queued,
-            queued_bytes,
-        } => Error::Backpressure {
-            queued,
-            queued_bytes,
-        },
-        SubmitError::NotReady { .. } => last.map_or_else(Error::down_unknown, Error::down),
-        SubmitError::Down { reason } => Error::down(reason),
-        SubmitError::Shutdown => Error::Shutdown,
-        SubmitError::TooLarge { len, max } => Error::TooLarge { len, max },
-    }
-}
-
-/// Encodes one command with a core helper into a Vec. Small commands (the
-/// common case) take one pass into a 128-byte buffer; a larger one learns its
-/// exact size from that pass (the encoder keeps counting) and takes a second.
-pub(crate) fn encode_vec(
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
-) -> Vec<u8> {
-    const FIRST_TRY: usize = 128;
-    let mut out = vec![0; FIRST_TRY];
-    let needed = match encode(&mut out) {
-        Ok(n) => {
-            out.truncate(n);
-            return out;
-        }
-        Err(EncodeError::BufferTooSmall { needed }) => needed,
-        Err(EncodeError::ArgCountMismatch { .. }) => return Vec::new(),
-    };
-    out.resize(needed, 0);
-    match encode(&mut out) {
-        Ok(n) => out.truncate(n),
-        Err(_) => out.clear(),
-    }
-    out
 }
 
 pub(crate) fn classify_io_error(e: &io::Error) -> TransportError {
@@ -1026,8 +961,8 @@ mod tests {
                 CommandId(id),
                 Pending {
                     bytes: vec![id as u8],
-                    waiter: Waiter::Replay,
-                    fallback_read: false,
+                    waiter: oneshot::channel().0,
+                    class: Class::READ,
                 },
             );
         }
@@ -1046,6 +981,8 @@ mod tests {
 
     #[test]
     fn command_key_reads_the_first_argument() {
+        use crate::encoding::encode_vec;
+        use resilis_core::resp::encode;
         let get = encode_vec(|b| encode::get(b, b"user:\r\n1"));
         assert_eq!(command_key(&get), Some(&b"user:\r\n1"[..]));
         let ping = encode_vec(encode::ping);
@@ -1064,17 +1001,6 @@ mod tests {
         assert_eq!(buf.len(), 32 * 1024, "compaction was enough");
         make_room(&mut buf, &mut start, &mut end, Some(100 * 1024));
         assert!(buf.len() >= 100 * 1024);
-    }
-
-    #[test]
-    fn encode_vec_small_and_large() {
-        let v = encode_vec(|b| encode::get(b, b"key"));
-        assert_eq!(v, b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n");
-        let big = vec![b'x'; 1000];
-        let v = encode_vec(|b| encode::encode_args(b, &[b"SET", b"k", &big]));
-        assert_eq!(v.len(), 4 + 9 + 7 + 7 + 1000 + 2);
-        assert!(v.starts_with(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\nxxx"));
-        assert!(v.ends_with(b"xxx\r\n"));
     }
 
     #[test]

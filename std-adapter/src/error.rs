@@ -2,9 +2,12 @@
 //! can fail, sorted by what the caller should do about it.
 //!
 //! - [`Error::ConnectionDown`]: Redis is unreachable or refused us; the
-//!   reason says why and `fix` says what to change. Nothing was applied.
-//! - [`Error::Timeout`]: the command's deadline passed before it was sent.
-//!   Nothing was applied.
+//!   reason says why (the core's diagnosis, as soon as it is made: a caller
+//!   waiting for the first connect to a TLS-only server learns "TLS
+//!   required" within one round trip, not at its deadline) and `fix` says
+//!   what to change. Nothing was applied.
+//! - [`Error::Timeout`]: the command's deadline passed and nothing is known
+//!   about why (no attempt has failed yet). Nothing was applied.
 //! - [`Error::Indeterminate`]: the command was written but no reply came. It
 //!   may or may not have been applied; only the caller knows whether to retry.
 //! - [`Error::Server`]: Redis answered with an error reply.
@@ -30,8 +33,11 @@ pub enum Error {
     ConnectionDown {
         reason: Option<DisconnectReason>,
         fix: &'static str,
+        /// What the server itself said, when it refused the handshake
+        /// (e.g. `BUSY Redis is busy running a script...`).
+        server_said: Option<String>,
     },
-    /// The deadline passed before the command could be written: never applied.
+    /// The deadline passed with nothing known about why: never applied.
     Timeout,
     /// Written, then no reply: it may have been applied.
     Indeterminate { cause: IndeterminateCause },
@@ -39,9 +45,14 @@ pub enum Error {
     Server(String),
     /// The command queue is at its bound (commands or bytes): back off.
     Backpressure { queued: usize, queued_bytes: usize },
-    /// One command larger than the queue's byte bound: it can never be sent
-    /// with these settings. Never applied.
-    TooLarge { len: usize, max: usize },
+    /// One command larger than the byte bound that applies: the offline
+    /// queue's (`offline`, while Redis is unavailable) or the in-flight one.
+    /// Never applied.
+    TooLarge {
+        len: usize,
+        max: usize,
+        offline: bool,
+    },
     /// A `REDIS_*` variable or URL part is invalid.
     Config(ConfigError),
     /// A `REDIS_TLS_*` setting is invalid (unreadable file, bad PEM...).
@@ -59,10 +70,13 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn down(reason: DisconnectReason) -> Error {
+    /// Redis is unavailable for `reason`, with the server's own words when
+    /// it gave any.
+    pub(crate) fn down_said(reason: DisconnectReason, said: Option<&str>) -> Error {
         Error::ConnectionDown {
             reason: Some(reason),
             fix: reason.fix(),
+            server_said: said.map(str::to_owned),
         }
     }
 
@@ -70,6 +84,7 @@ impl Error {
         Error::ConnectionDown {
             reason: None,
             fix: "Redis is not reachable yet; resilis keeps reconnecting (see client.health())",
+            server_said: None,
         }
     }
 
@@ -101,13 +116,16 @@ impl Error {
         match self {
             Error::ConnectionDown { fix, .. } => Some(fix),
             Error::Timeout => Some(
-                "Redis did not become ready before the command's deadline; see client.health() for the reason",
+                "no answer before the command's deadline and no failure diagnosed yet: raise the timeout, or see client.health()",
             ),
             Error::Backpressure { .. } => {
                 Some("too many commands queued: slow down or raise the queue bounds")
             }
-            Error::TooLarge { .. } => Some(
-                "raise the queue's byte bound (Options::configure(|c| c.queue.max_bytes = ...)) or split the value",
+            Error::TooLarge { offline: true, .. } => Some(
+                "Redis is unavailable and the command is larger than the offline queue's bound: retry when it is back, or raise Options::configure(|c| c.queue.max_bytes = ...)",
+            ),
+            Error::TooLarge { offline: false, .. } => Some(
+                "raise the in-flight byte bound (Options::configure(|c| c.queue.max_in_flight_bytes = ...)) or split the value",
             ),
             Error::Tls(e) => Some(e.fix),
             Error::Unsupported { why, .. } => Some(why),
@@ -124,14 +142,23 @@ impl fmt::Display for Error {
         match self {
             Error::ConnectionDown {
                 reason: Some(reason),
+                server_said,
                 ..
-            } => write!(f, "Redis connection down: {reason}"),
-            Error::ConnectionDown { reason: None, fix } => {
-                write!(f, "Redis connection down: {fix}")
+            } => {
+                write!(f, "Redis connection down (not applied): {reason}")?;
+                match server_said {
+                    Some(said) => write!(f, " (the server said: {said})"),
+                    None => Ok(()),
+                }
             }
-            Error::Timeout => {
-                f.write_str("command timed out before it could be sent (not applied)")
+            Error::ConnectionDown {
+                reason: None, fix, ..
+            } => {
+                write!(f, "Redis connection down (not applied): {fix}")
             }
+            Error::Timeout => f.write_str(
+                "command timed out with no failure diagnosed yet (not applied)",
+            ),
             Error::Indeterminate { cause } => match cause {
                 IndeterminateCause::TimedOut => f.write_str(
                     "command sent but no reply before its deadline: it may have been applied",
@@ -139,6 +166,9 @@ impl fmt::Display for Error {
                 IndeterminateCause::ConnectionLost(reason) => write!(
                     f,
                     "connection lost after the command was sent: it may have been applied ({reason})"
+                ),
+                IndeterminateCause::Cancelled => f.write_str(
+                    "the caller gave up after the command was sent: it may have been applied",
                 ),
             },
             Error::Server(text) => write!(f, "Redis error: {text}"),
@@ -149,9 +179,21 @@ impl fmt::Display for Error {
                 f,
                 "command queue full ({queued} commands, {queued_bytes} bytes): slow down"
             ),
-            Error::TooLarge { len, max } => write!(
+            Error::TooLarge {
+                len,
+                max,
+                offline: true,
+            } => write!(
                 f,
-                "command of {len} bytes is larger than the queue's bound of {max} bytes (not applied)"
+                "command of {len} bytes is larger than the offline queue's bound of {max} bytes (not applied)"
+            ),
+            Error::TooLarge {
+                len,
+                max,
+                offline: false,
+            } => write!(
+                f,
+                "command of {len} bytes is larger than the in-flight bound of {max} bytes (not applied)"
             ),
             Error::Config(e) => write!(f, "configuration: {e}"),
             Error::Tls(e) => write!(f, "TLS configuration: {e}"),

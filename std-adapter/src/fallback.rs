@@ -1,27 +1,18 @@
 //! The fallback cache: a bounded in-memory LRU (by entries and by bytes,
-//! TTL honoured) that answers get/set/del/exists/expire while the core says
-//! Redis is unavailable, plus the log of writes made during an outage.
+//! TTL honoured) that answers reads while Redis is unavailable.
 //!
-//! How it is fed: every successful SET, GET, DEL and EXPIRE that goes to
-//! Redis also updates the cache (write-through), so the values an
-//! application uses are there when Redis goes away. Values learned from a GET
-//! carry no Redis TTL, so they expire after [`FallbackConfig::learned_ttl`].
+//! Which commands it answers, and when, is not decided here: the core
+//! resolves a read it may answer as `Outcome::Fallback(reason)` (today only
+//! GET, under the default offline policy), and the driver looks the key up.
+//! A hit is answered marked [`crate::Source::Fallback`]; a miss fails with
+//! the reason Redis is unavailable, unless the application opted into the
+//! seed's cache-aside reading ([`FallbackConfig::miss_reads_as_absent`]).
 //!
-//! Writes during an outage (the documented policy): SET, DEL and EXPIRE are
-//! applied to the cache and kept, per key, in an outage log (last writer
-//! wins). When the connection is ready again the driver replays the log to
-//! Redis before anything submitted after the reconnect: SET (with the
-//! remaining TTL, as PX), DEL, PEXPIRE. Each is counted: `outage_writes`,
-//! then `outage_writes_replayed` or `outage_writes_lost` (replay failed,
-//! logged at WARN). Conditional SETs (NX/XX) are refused during an outage:
-//! a lock taken in one process's memory is no lock. When the log is full, a
-//! new key's write is refused with `ConnectionDown` rather than dropped.
-//!
-//! The `active` flag lives under the same lock as the log, so a write is
-//! either logged before the driver takes the log for replay, or it sees
-//! `active == false` and goes to Redis: never lost in between.
+//! How it is fed: successful SET, GET, DEL and EXPIRE answered by Redis
+//! update it (write-through). Nothing is ever written to it that Redis did
+//! not acknowledge, and nothing in it is ever written back to Redis: a write
+//! during an outage fails with `ConnectionDown` (not applied).
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
@@ -35,10 +26,13 @@ pub struct FallbackConfig {
     /// Lifetime of a value learned from a GET (its Redis TTL is unknown).
     pub learned_ttl: Duration,
     /// Whether successful Redis commands update the cache (write-through).
-    /// Off, the cache holds only what was written during outages.
+    /// Off, the cache stays empty and outage reads fail with the reason.
     pub write_through: bool,
-    /// Most distinct keys written during one outage (the replay log).
-    pub max_outage_writes: usize,
+    /// During an outage, a GET of a key the cache does not hold answers
+    /// `None` (marked `Source::Fallback`) instead of failing with
+    /// `ConnectionDown`. The seed's cache-aside behaviour; off by default
+    /// because "not in my cache" is not "not in Redis".
+    pub miss_reads_as_absent: bool,
 }
 
 impl Default for FallbackConfig {
@@ -48,22 +42,9 @@ impl Default for FallbackConfig {
             max_bytes: 64 * 1024 * 1024,
             learned_ttl: Duration::from_secs(300),
             write_through: true,
-            max_outage_writes: 10_000,
+            miss_reads_as_absent: false,
         }
     }
-}
-
-/// A write made during an outage, replayed on reconnect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum OutageWrite {
-    Set {
-        value: Vec<u8>,
-        expires: Option<Instant>,
-    },
-    Del,
-    Expire {
-        expires: Instant,
-    },
 }
 
 const ENTRY_OVERHEAD: usize = 64;
@@ -300,97 +281,16 @@ pub(crate) enum Lookup {
     Miss,
 }
 
-/// The cache, the outage log and whether fallback is active, under one lock.
+/// The cache and its configuration, under one lock.
 pub(crate) struct FallbackState {
-    pub(crate) active: bool,
     pub(crate) cache: Lru,
-    pub(crate) outage: HashMap<Vec<u8>, OutageWrite>,
-    pub(crate) config: FallbackConfig,
-}
-
-/// Why an outage write was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// Fallback is not active (anymore): send it to Redis.
-    NotActive,
-    /// The outage log is full.
-    LogFull,
 }
 
 impl FallbackState {
     pub(crate) fn new(config: FallbackConfig) -> FallbackState {
         FallbackState {
-            active: false,
             cache: Lru::new(config.max_entries, config.max_bytes),
-            outage: HashMap::new(),
-            config,
         }
-    }
-
-    fn log(&mut self, key: &[u8], write: OutageWrite) -> Result<(), Refused> {
-        if !self.active {
-            return Err(Refused::NotActive);
-        }
-        if let Some(slot) = self.outage.get_mut(key) {
-            *slot = write;
-            return Ok(());
-        }
-        if self.outage.len() >= self.config.max_outage_writes {
-            return Err(Refused::LogFull);
-        }
-        self.outage.insert(key.to_vec(), write);
-        Ok(())
-    }
-
-    pub(crate) fn outage_set(
-        &mut self,
-        key: &[u8],
-        value: &[u8],
-        ttl: Option<Duration>,
-        now: Instant,
-    ) -> Result<(), Refused> {
-        let expires = ttl.map(|t| now + t);
-        self.log(
-            key,
-            OutageWrite::Set {
-                value: value.to_vec(),
-                expires,
-            },
-        )?;
-        self.cache.put(key, value, expires);
-        Ok(())
-    }
-
-    /// Returns whether a live entry was removed locally.
-    pub(crate) fn outage_del(&mut self, key: &[u8], now: Instant) -> Result<bool, Refused> {
-        self.log(key, OutageWrite::Del)?;
-        Ok(self.cache.remove(key, now))
-    }
-
-    /// Returns whether the key exists locally (and so got the expiry).
-    pub(crate) fn outage_expire(
-        &mut self,
-        key: &[u8],
-        ttl: Duration,
-        now: Instant,
-    ) -> Result<bool, Refused> {
-        if !self.active {
-            return Err(Refused::NotActive);
-        }
-        let expires = now + ttl;
-        if !self.cache.set_expiry(key, expires, now) {
-            return Ok(false);
-        }
-        // A SET logged earlier in this outage keeps its value, with the new TTL.
-        let write = match self.outage.get(key) {
-            Some(OutageWrite::Set { value, .. }) => OutageWrite::Set {
-                value: value.clone(),
-                expires: Some(expires),
-            },
-            _ => OutageWrite::Expire { expires },
-        };
-        self.log(key, write)?;
-        Ok(true)
     }
 
     pub(crate) fn read(&mut self, key: &[u8], now: Instant) -> Lookup {
@@ -398,12 +298,6 @@ impl FallbackState {
             Some(v) => Lookup::Hit(v.to_vec()),
             None => Lookup::Miss,
         }
-    }
-
-    /// Fallback ends: takes the outage log for replay.
-    pub(crate) fn release(&mut self) -> Vec<(Vec<u8>, OutageWrite)> {
-        self.active = false;
-        self.outage.drain().collect()
     }
 }
 
@@ -525,38 +419,5 @@ mod tests {
             let bytes: usize = model.iter().map(|(k, v)| Lru::cost(k, v)).sum();
             assert_eq!(lru.bytes(), bytes, "step {step}");
         }
-    }
-
-    #[test]
-    fn outage_log_keeps_last_writer_and_is_bounded() {
-        let mut state = FallbackState::new(FallbackConfig {
-            max_outage_writes: 2,
-            ..FallbackConfig::default()
-        });
-        let now = t0();
-        assert_eq!(
-            state.outage_set(b"a", b"1", None, now),
-            Err(Refused::NotActive)
-        );
-        state.active = true;
-        state.outage_set(b"a", b"1", None, now).unwrap();
-        state.outage_set(b"a", b"2", None, now).unwrap();
-        assert_eq!(state.outage_del(b"b", now), Ok(false));
-        assert_eq!(
-            state.outage_set(b"c", b"3", None, now),
-            Err(Refused::LogFull)
-        );
-        assert_eq!(state.read(b"a", now), Lookup::Hit(b"2".to_vec()));
-        assert!(
-            state
-                .outage_expire(b"a", Duration::from_secs(5), now)
-                .unwrap()
-        );
-        let mut log = state.release();
-        log.sort_by(|x, y| x.0.cmp(&y.0));
-        assert!(!state.active);
-        assert_eq!(log.len(), 2);
-        assert!(matches!(&log[0].1, OutageWrite::Set { value, expires: Some(_) } if value == b"2"));
-        assert_eq!(log[1], (b"b".to_vec(), OutageWrite::Del));
     }
 }

@@ -24,10 +24,7 @@ pub(crate) struct Metrics {
     pub reconnects: AtomicU64,
     pub fallback_hits: AtomicU64,
     pub fallback_misses: AtomicU64,
-    pub outage_writes: AtomicU64,
-    pub outage_writes_replayed: AtomicU64,
-    pub outage_writes_lost: AtomicU64,
-    pub outage_writes_refused: AtomicU64,
+    pub cancelled: AtomicU64,
     pub pushes_dropped: AtomicU64,
     pub ping_rtt_us: AtomicU64,
     pub attempts: AtomicU64,
@@ -46,15 +43,19 @@ pub(crate) struct Status {
     pub last_reason: Option<DisconnectReason>,
     pub protocol: Option<Protocol>,
     pub server_version: Option<ServerVersion>,
+    /// The server's own words when it last refused the handshake.
+    pub server_message: Option<String>,
 }
 
 pub(crate) struct Shared {
     pub metrics: Metrics,
     pub status: Mutex<Status>,
     pub events: broadcast::Sender<Event>,
-    /// Fast-path copy of `fallback.active`, for callers that must not take
-    /// the lock on every command. The lock's copy is the truth.
+    /// Whether the core says Redis is unavailable (fallback engaged), as of
+    /// its last event.
     pub fallback_hint: AtomicBool,
+    /// Connections of the blocking pool opened so far (set by the client).
+    pub blocking_connections: AtomicU64,
     pub fallback: Mutex<FallbackState>,
     /// Where the connection goes, for logs and the report (never the password).
     pub endpoint: String,
@@ -70,9 +71,11 @@ impl Shared {
                 last_reason: None,
                 protocol: None,
                 server_version: None,
+                server_message: None,
             }),
             events: broadcast::channel(256).0,
             fallback_hint: AtomicBool::new(false),
+            blocking_connections: AtomicU64::new(0),
             fallback: Mutex::new(FallbackState::new(fallback)),
             endpoint,
         }
@@ -90,13 +93,12 @@ impl Shared {
     pub(crate) fn health(&self) -> Health {
         let status = self.status();
         let m = &self.metrics;
-        let (cache_entries, cache_bytes, evictions, outage_pending) = {
+        let (cache_entries, cache_bytes, evictions) = {
             let fb = self.fallback();
             (
                 fb.cache.len() as u64,
                 fb.cache.bytes() as u64,
                 fb.cache.evictions,
-                fb.outage.len() as u64,
             )
         };
         let since_ms = status
@@ -121,12 +123,14 @@ impl Shared {
                 message: describe(&r),
                 fix: r.fix(),
                 permanent: r.class() == FailureClass::Permanent,
+                server_said: status.server_message.clone(),
             }),
             reconnect_attempts: m.attempts.load(Relaxed),
             fallback_active: self.fallback_hint.load(Relaxed),
             ping_latency_ms: (rtt > 0).then(|| rtt as f64 / 1000.0),
             queued: m.queued.load(Relaxed),
             in_flight: m.in_flight.load(Relaxed),
+            blocking_connections: self.blocking_connections.load(Relaxed),
             counters: Counters {
                 commands_ok: m.ok.load(Relaxed),
                 commands_failed: m.failed.load(Relaxed),
@@ -139,11 +143,7 @@ impl Shared {
                 fallback_evictions: evictions,
                 fallback_entries: cache_entries,
                 fallback_bytes: cache_bytes,
-                outage_writes: m.outage_writes.load(Relaxed),
-                outage_writes_pending: outage_pending,
-                outage_writes_replayed: m.outage_writes_replayed.load(Relaxed),
-                outage_writes_lost: m.outage_writes_lost.load(Relaxed),
-                outage_writes_refused: m.outage_writes_refused.load(Relaxed),
+                commands_cancelled: m.cancelled.load(Relaxed),
                 pushes_dropped: m.pushes_dropped.load(Relaxed),
             },
         }
@@ -210,6 +210,8 @@ pub struct Health {
     pub ping_latency_ms: Option<f64>,
     pub queued: u64,
     pub in_flight: u64,
+    /// Connections opened for blocking commands (BLPOP...), one command each.
+    pub blocking_connections: u64,
     pub counters: Counters,
 }
 
@@ -221,6 +223,9 @@ pub struct LastError {
     /// Retrying with the same settings cannot help (bad password, untrusted
     /// certificate...).
     pub permanent: bool,
+    /// What the server itself said, when it refused the handshake (BUSY,
+    /// LOADING, NOPERM...).
+    pub server_said: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -238,14 +243,8 @@ pub struct Counters {
     pub fallback_evictions: u64,
     pub fallback_entries: u64,
     pub fallback_bytes: u64,
-    /// SET/DEL/EXPIRE applied to the fallback cache during outages.
-    pub outage_writes: u64,
-    /// Of those, still waiting for Redis to come back.
-    pub outage_writes_pending: u64,
-    pub outage_writes_replayed: u64,
-    /// Replays that Redis did not confirm (logged at WARN).
-    pub outage_writes_lost: u64,
-    /// Outage writes refused (conditional SET, log full).
-    pub outage_writes_refused: u64,
+    /// Commands whose caller gave up (dropped the future) before an answer:
+    /// withdrawn unsent where they had not been written yet.
+    pub commands_cancelled: u64,
     pub pushes_dropped: u64,
 }

@@ -29,6 +29,7 @@
 
 pub mod client;
 mod driver;
+mod encoding;
 pub mod error;
 pub mod fallback;
 pub mod health;

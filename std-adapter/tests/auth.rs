@@ -51,10 +51,21 @@ async fn requirepass_with_a_wrong_password_is_permanent_and_names_the_fix() {
     let reason = permanent_reason(&client).await;
     assert_eq!(reason, DisconnectReason::AuthFailed);
     assert!(reason.fix().contains("REDIS_PASSWORD"), "{}", reason.fix());
-    // Fallback mode (the default) answers reads from the local cache, and
-    // says so; anything else fails with the diagnosis.
-    let read = client.get_with_source::<String>("k").await.unwrap();
-    assert_eq!(read.source, resilis::Source::Fallback);
+    // Fallback mode (the default) answers reads the local cache holds; this
+    // one it does not, so the read fails with the diagnosis and the
+    // server's own words, never a made-up "absent".
+    let err = client.get_with_source::<String>("k").await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::ConnectionDown {
+                reason: Some(DisconnectReason::AuthFailed),
+                server_said: Some(said),
+                ..
+            } if said.starts_with("WRONGPASS")
+        ),
+        "{err:?}"
+    );
     let err = client.cmd("PING").query().await.unwrap_err();
     assert!(
         matches!(

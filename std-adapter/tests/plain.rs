@@ -177,23 +177,34 @@ async fn concurrent_callers_are_pipelined_and_answered_in_order() {
 #[tokio::test]
 async fn big_values_grow_the_read_buffer() {
     let server = RedisServer::start();
-    // The core's queue bounds bytes too (1 MiB by default): a command larger
-    // than the bound is refused as too large (no amount of waiting helps),
-    // never half-queued, and the error says which setting to raise.
-    let small = Client::with_options(fast(&server.url())).unwrap();
+    // On a ready connection the in-flight bound applies (512 MiB by
+    // default, Redis's own proto-max-bulk-len): a 2 MiB value just works.
+    // Only a command larger than the bound that applies is refused as too
+    // large (no amount of waiting helps), never half-queued, and the error
+    // says which setting to raise.
+    let small = Client::with_options(
+        fast(&server.url()).configure(|c| c.queue.max_in_flight_bytes = 1 << 20),
+    )
+    .unwrap();
     ready(&small).await;
     let err = small.set("big", vec![0u8; 2 << 20]).await.unwrap_err();
     assert!(
-        matches!(err, Error::TooLarge { max: 1_048_576, .. }),
+        matches!(
+            err,
+            Error::TooLarge {
+                max: 1_048_576,
+                offline: false,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.is_not_applied());
     assert!(
-        err.fix().is_some_and(|f| f.contains("max_bytes")),
+        err.fix().is_some_and(|f| f.contains("max_in_flight_bytes")),
         "{err:?}"
     );
-    let options = fast(&server.url()).configure(|c| c.queue.max_bytes = 16 << 20);
-    let client = Client::with_options(options).unwrap();
+    let client = Client::with_options(fast(&server.url())).unwrap();
     ready(&client).await;
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     client.set("big", &big).await.unwrap();

@@ -103,35 +103,40 @@ async fn fallback_engaged_then_released_with_outage_writes_replayed() {
         client.get::<String>("user:1").await.unwrap().as_deref(),
         Some("alice")
     );
-    assert!(client.exists("user:1").await.unwrap());
-    assert_eq!(client.get::<String>("never-cached").await.unwrap(), None);
+    // What the cache cannot know fails with the reason: never a made-up
+    // "absent" or "false".
+    for answer in [
+        client.exists("user:1").await.map(|_| ()),
+        client.get::<String>("never-cached").await.map(|_| ()),
+        client.ttl("user:1").await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(&answer, Err(e @ Error::ConnectionDown { reason: Some(_), .. }) if e.is_not_applied()),
+            "{answer:?}"
+        );
+    }
 
-    // Writes during the outage: kept locally, counted, replayed later.
-    let set = client
-        .set_with_source("user:2", "bob", SetOptions::new())
-        .await
-        .unwrap();
-    assert_eq!(set.source, Source::Fallback);
-    assert_eq!(
-        client.get::<String>("user:2").await.unwrap().as_deref(),
-        Some("bob")
-    );
-    assert_eq!(client.del("doomed").await.unwrap(), 1);
-    assert!(
+    // Writes during the outage fail, not applied, and fast: none is kept
+    // to be applied later over what other clients wrote meanwhile.
+    let started = std::time::Instant::now();
+    for answer in [
+        client.set("user:2", "bob").await.map(|_| ()),
+        client.del("doomed").await.map(|_| ()),
         client
             .expire("user:1", Duration::from_secs(600))
             .await
-            .unwrap()
-    );
-    // A conditional SET and a non-cacheable command fail fast instead.
-    let nx = client.set_with("lock", "me", SetOptions::new().nx()).await;
-    assert!(matches!(nx, Err(Error::ConnectionDown { .. })), "{nx:?}");
-    let started = std::time::Instant::now();
-    let incr = client.incr("counter").await;
-    assert!(
-        matches!(incr, Err(Error::ConnectionDown { .. })),
-        "{incr:?}"
-    );
+            .map(|_| ()),
+        client
+            .set_with("lock", "me", SetOptions::new().nx())
+            .await
+            .map(|_| ()),
+        client.incr("counter").await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(&answer, Err(e @ Error::ConnectionDown { reason: Some(_), .. }) if e.is_not_applied()),
+            "{answer:?}"
+        );
+    }
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "fails fast, not after the 2 s command timeout"
@@ -139,9 +144,7 @@ async fn fallback_engaged_then_released_with_outage_writes_replayed() {
 
     let health = client.health();
     assert!(health.fallback_active);
-    assert_eq!(health.counters.outage_writes, 3, "{health:?}");
-    assert_eq!(health.counters.outage_writes_pending, 3);
-    assert!(health.counters.fallback_hits >= 3);
+    assert!(health.counters.fallback_hits >= 2, "{health:?}");
     assert!(health.counters.fallback_misses >= 1);
     assert!(!health.healthy, "not ready while down: {health:?}");
 
@@ -152,27 +155,11 @@ async fn fallback_engaged_then_released_with_outage_writes_replayed() {
         client.health()
     );
     ready(&client).await;
-    // The restarted server has no data (no persistence): only the replay
-    // can have put these there.
-    assert!(
-        eventually(Duration::from_secs(2), || client
-            .health()
-            .counters
-            .outage_writes_replayed
-            == 3)
-        .await,
-        "{:?}",
-        client.health()
-    );
-    assert_eq!(server.command(&["GET", "user:2"]), "bob");
-    assert_eq!(server.command(&["EXISTS", "doomed"]), "0");
-    let ttl: i64 = server.command(&["TTL", "user:1"]).parse().unwrap_or(-99);
-    // user:1 was only in the cache, so its EXPIRE replay finds no key in the
-    // empty restarted server: TTL -2. The write was still delivered.
-    assert_eq!(ttl, -2);
-    assert_eq!(client.health().counters.outage_writes_lost, 0);
+    // Nothing written during the outage reached Redis afterwards.
+    assert_eq!(server.command(&["DBSIZE"]), "0");
     let fresh = client.get_with_source::<String>("user:2").await.unwrap();
     assert_eq!(fresh.source, Source::Redis);
+    assert_eq!(fresh.value, None);
 
     // The event stream told the story.
     let mut seen = Vec::new();
@@ -235,8 +222,19 @@ async fn queued_commands_time_out_as_not_applied_when_redis_stays_down() {
     kill(&server).await;
     assert!(eventually(Duration::from_secs(3), || !client.health().healthy).await);
     let started = std::time::Instant::now();
+    // Out of time in the queue, and the reason is known: not applied, and
+    // why (a bare Timeout would hide the diagnosis).
     let err = client.get::<String>("k").await.unwrap_err();
-    assert_eq!(err, Error::Timeout);
+    assert!(
+        matches!(
+            err,
+            Error::ConnectionDown {
+                reason: Some(resilis::DisconnectReason::Transport(_)),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.is_not_applied());
     let waited = started.elapsed();
     assert!(
@@ -290,33 +288,26 @@ async fn nothing_listening_is_diagnosed_as_refused_and_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_outage_log_is_replayed_in_slices_past_the_queue_bound() {
+async fn thousands_of_outage_writes_are_refused_and_none_reaches_redis_later() {
     let server = Arc::new(RedisServer::start());
     let client = Client::with_options(fast(&server.url())).unwrap();
     ready(&client).await;
     kill(&server).await;
     assert!(eventually(Duration::from_secs(3), || client.fallback_active()).await);
-    // Three times the core's default queue bound (1024 commands).
+    // Three times the core's default offline queue bound (1024 commands).
     const WRITES: u64 = 3000;
+    let mut refused = 0;
     for i in 0..WRITES {
-        let set = client
-            .set_with_source(format!("outage:{i}"), "v", SetOptions::new())
-            .await
-            .unwrap();
-        assert_eq!(set.source, Source::Fallback);
+        match client.set(format!("outage:{i}"), "v").await {
+            Err(e @ Error::ConnectionDown { .. }) if e.is_not_applied() => refused += 1,
+            other => panic!("write {i} during the outage: {other:?}"),
+        }
     }
-    assert_eq!(client.health().counters.outage_writes_pending, WRITES);
+    assert_eq!(refused, WRITES);
     restart(&server).await;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            client.health().counters.outage_writes_replayed == WRITES
-        })
-        .await,
-        "{:?}",
-        client.health().counters
-    );
-    assert_eq!(client.health().counters.outage_writes_lost, 0);
-    assert_eq!(server.command(&["DBSIZE"]), WRITES.to_string());
+    ready(&client).await;
+    client.set("after", "1").await.unwrap();
+    assert_eq!(server.command(&["DBSIZE"]), "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,7 @@
 //! servers also die with the test process (`PR_SET_PDEATHSIG`).
 
 pub mod harness;
+pub mod linearizable;
 pub mod proxy;
 pub mod raw;
 pub mod server;

@@ -77,11 +77,6 @@ pub struct SoakSummary {
     /// SETs Redis acknowledged, and how many of them the server lacks.
     pub acked_writes: u64,
     pub acked_writes_lost: u64,
-    /// SETs the fallback cache took during outages; found on the server
-    /// afterwards; reported by the client as not replayed.
-    pub fallback_writes: u64,
-    pub fallback_writes_on_server: u64,
-    pub fallback_writes_reported_lost: u64,
     /// INCRs: acknowledged, indeterminate, and counters outside
     /// [acknowledged, acknowledged + indeterminate].
     pub incr_acked: u64,
@@ -104,10 +99,7 @@ pub struct SoakSummary {
 impl SoakSummary {
     /// Acknowledged writes that are gone: must be 0.
     pub fn lost(&self) -> u64 {
-        let fallback_silently_lost = self
-            .fallback_writes
-            .saturating_sub(self.fallback_writes_on_server + self.fallback_writes_reported_lost);
-        self.acked_writes_lost + fallback_silently_lost + self.incr_counters_out_of_bounds
+        self.acked_writes_lost + self.incr_counters_out_of_bounds
     }
 }
 
@@ -146,15 +138,12 @@ impl fmt::Display for SoakSummary {
         )?;
         writeln!(
             f,
-            "  acknowledged writes verified on the server: {} of {} (lost {}); fallback writes {}: \
-             {} on the server, {} reported not replayed; INCR: {} acked, {} indeterminate, {} counters out of bounds; \
+            "  acknowledged writes verified on the server: {} of {} (lost {}); \
+             INCR: {} acked, {} indeterminate, {} counters out of bounds; \
              wrong reads {}; SETs reported not applied: {}, found on the server anyway: {}",
             self.acked_writes - self.acked_writes_lost,
             self.acked_writes,
             self.acked_writes_lost,
-            self.fallback_writes,
-            self.fallback_writes_on_server,
-            self.fallback_writes_reported_lost,
             self.incr_acked,
             self.incr_indeterminate,
             self.incr_counters_out_of_bounds,
@@ -216,7 +205,6 @@ struct WorkerLog {
     /// key → value Redis acknowledged.
     acked: Vec<(String, String)>,
     /// key → value the fallback cache took.
-    fallback_writes: Vec<(String, String)>,
     /// Keys of SETs reported as certainly not applied.
     not_applied: Vec<(String, String)>,
     incr_key: String,
@@ -264,20 +252,13 @@ async fn worker(client: Client, id: usize, seed: u64, stop: Arc<AtomicBool>) -> 
             0..=3 => {
                 let key = format!("soak:{id}:{n}");
                 let value = format!("v{n}");
-                let (ended, took, result) = timed_result(client.set_with_source(
-                    &key,
-                    &value,
-                    resilis::SetOptions::default(),
-                ))
-                .await;
+                let (ended, took, result) = timed_result(client.set(&key, &value)).await;
                 log.count(&ended, took);
                 match result {
-                    Some(Ok(sourced)) => {
-                        log.source(sourced.source);
-                        match sourced.source {
-                            Source::Redis => log.acked.push((key, value)),
-                            Source::Fallback => log.fallback_writes.push((key, value)),
-                        }
+                    // Writes are never applied locally: Ok is Redis's.
+                    Some(Ok(())) => {
+                        log.ok += 1;
+                        log.acked.push((key, value));
                     }
                     // Not LOADING: a SET retried after a lost connection may
                     // meet it on the next one, having run on the first.
@@ -316,11 +297,11 @@ async fn worker(client: Client, id: usize, seed: u64, stop: Arc<AtomicBool>) -> 
             }
             // EXISTS on a scratch key.
             _ => {
-                let (ended, took, result) =
-                    timed_result(client.exists_with_source(format!("soak:none:{id}"))).await;
+                let (ended, took) =
+                    timed(COMMAND_TIMEOUT, client.exists(format!("soak:none:{id}"))).await;
                 log.count(&ended, took);
-                if let Some(Ok(sourced)) = result {
-                    log.source(sourced.source);
+                if ended == Ended::Ok {
+                    log.ok += 1;
                 }
             }
         }
@@ -456,14 +437,8 @@ async fn soak(options: SoakOptions) -> SoakSummary {
             Err(e) => panic!("soak worker: {e}"),
         }
     }
-    // Let the client reconnect and replay its outage log before checking.
+    // Let the client reconnect (and settle what it retries) before checking.
     let _ = client.wait_ready(Duration::from_secs(5)).await;
-    for _ in 0..100 {
-        if client.health().counters.outage_writes_pending == 0 {
-            break;
-        }
-        sleep(Duration::from_millis(20)).await;
-    }
     sleep(Duration::from_millis(300)).await;
     let health = client.health();
 
@@ -473,11 +448,9 @@ async fn soak(options: SoakOptions) -> SoakSummary {
         deadline: COMMAND_TIMEOUT,
         faults: FAULTS.iter().copied().zip(fault_counts).collect(),
         reconnects: health.counters.reconnects,
-        fallback_writes_reported_lost: health.counters.outage_writes_lost,
         ..SoakSummary::default()
     };
     let mut acked = Vec::new();
-    let mut fallback_writes = Vec::new();
     let mut not_applied = Vec::new();
     let mut counters = Vec::new();
     for log in logs {
@@ -496,17 +469,14 @@ async fn soak(options: SoakOptions) -> SoakSummary {
         s.incr_acked += log.incr_acked;
         s.incr_indeterminate += log.incr_indeterminate;
         acked.extend(log.acked);
-        fallback_writes.extend(log.fallback_writes);
         not_applied.extend(log.not_applied);
         counters.push((log.incr_key, log.incr_acked, log.incr_indeterminate));
     }
     let server_check = server.clone();
     s.acked_writes = acked.len() as u64;
-    s.fallback_writes = fallback_writes.len() as u64;
     s.not_applied_writes = not_applied.len() as u64;
-    let (acked_present, fallback_present, phantoms, out_of_bounds) = blocking(move || {
+    let (acked_present, phantoms, out_of_bounds) = blocking(move || {
         let acked_present = count_present(&server_check, &acked);
-        let fallback_present = count_present(&server_check, &fallback_writes);
         let phantoms = count_present(&server_check, &not_applied);
         let out_of_bounds = counters
             .iter()
@@ -518,13 +488,12 @@ async fn soak(options: SoakOptions) -> SoakSummary {
                 value < *ok || value > ok + indeterminate
             })
             .count() as u64;
-        (acked_present, fallback_present, phantoms, out_of_bounds)
+        (acked_present, phantoms, out_of_bounds)
     })
     .await;
     s.phantom_writes = phantoms;
     s.offline = Some(options.offline);
     s.acked_writes_lost = s.acked_writes - acked_present;
-    s.fallback_writes_on_server = fallback_present;
     s.incr_counters_out_of_bounds = out_of_bounds;
     client.shutdown().await;
     drop(proxy);

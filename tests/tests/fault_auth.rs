@@ -43,6 +43,7 @@ async fn permanent_failure(url: &str, expected: DisconnectReason, proxy: &FaultP
         Error::ConnectionDown {
             reason: Some(reason),
             fix,
+            ..
         } => {
             assert_eq!(*reason, expected);
             assert!(fix.contains("REDIS_PASSWORD"), "{fix}");

@@ -9,8 +9,10 @@
 use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
+use resilis_core::command::{Class, Flags};
 use resilis_core::{
-    Config, Connection, Duration, Instant, Output, PhaseKind, Received, Submit, TransportError,
+    CommandId, Config, Connection, Duration, Instant, Output, PhaseKind, Received, Submit,
+    TransportError,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -34,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         if steps > 2_000 {
             break;
         }
-        match op % 10 {
+        match op % 11 {
             0 => now = now + Duration::from_millis(u64::from(*arg) * 50),
             1 => conn.handle_start(now),
             2 => conn.handle_transport_opened(now),
@@ -49,14 +51,14 @@ fuzz_target!(|data: &[u8]| {
                 let submit = Submit {
                     len: usize::from(*arg),
                     deadline: now + Duration::from_millis(u64::from(*arg) * 20),
-                    idempotent: arg & 1 == 0,
-                    blocking: arg & 0x80 != 0,
+                    class: Class::new(Flags(u16::from(*arg))),
                 };
                 if let Ok(id) = conn.handle_submit(now, submit) {
                     assert!(live.insert(id), "id reused");
                 }
             }
             7 => conn.handle_retry(now),
+            9 => conn.handle_cancel(now, CommandId(u64::from(*arg) % 32)),
             8 => {
                 let n = usize::from(*arg).min(rest.len());
                 rx.extend_from_slice(&rest[..n]);
@@ -85,7 +87,8 @@ fuzz_target!(|data: &[u8]| {
                 }
                 rx.drain(..pos);
             }
-            _ => conn.handle_shutdown(now),
+            10 => conn.handle_shutdown(now),
+            _ => unreachable!("op % 11"),
         }
         for _ in 0..1_000 {
             match conn.poll_output() {

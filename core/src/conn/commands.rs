@@ -5,9 +5,20 @@
 //! Invariant: every submitted command leaves this structure exactly once,
 //! either as a reply matched in [`Commands::pop_reply`] or as an
 //! [`Outcome`] in `resolutions`.
+//!
+//! What happens to a command that cannot get its reply is decided here, from
+//! its [`Class`] and the [`OfflinePolicy`] (the table is in
+//! [`Connection`](super::Connection)'s docs and ARCHITECTURE.md):
+//! never written → *not applied* (with the reason Redis is unavailable) or,
+//! for a read the fallback cache can answer, *fallback*; written and
+//! read-only → written again or *not applied*; written and resend-safe →
+//! written again on the next connection; any other written command →
+//! *indeterminate*, never resent.
 
 use heapless::Deque;
 
+use crate::command::Class;
+use crate::config::OfflinePolicy;
 use crate::reason::DisconnectReason;
 use crate::time::Instant;
 
@@ -16,18 +27,27 @@ use crate::time::Instant;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct CommandId(pub u64);
 
-/// How a command ended without a reply.
+/// How a command ended without a reply from Redis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Outcome {
-    /// The deadline passed before the command was written: it was never sent
-    /// and will never run.
+    /// Its deadline passed and nothing is known about why: it was never
+    /// written (or it was a read, which changes nothing). Not applied.
     TimedOut,
-    /// The command was never sent (shutdown, give-up, fail-fast policy).
-    NotSent(DisconnectReason),
+    /// Certainly not applied: never written, or a read-only command whose
+    /// reply was lost. The reason is why Redis is unavailable.
+    NotApplied(DisconnectReason),
+    /// A read the fallback cache can answer (GET) while Redis is
+    /// unavailable: answer it from the cache, marked as such. Nothing was
+    /// applied. On a cache miss, fail it with the reason (a miss is not
+    /// "absent" unless the application opted into that).
+    Fallback(DisconnectReason),
     /// The command was written but no reply came: it may or may not have been
     /// applied. Never resent.
     Indeterminate(IndeterminateCause),
+    /// Withdrawn by [`handle_cancel`](super::Connection::handle_cancel)
+    /// before it was written: never sent, never will be.
+    Cancelled,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,19 +57,21 @@ pub enum IndeterminateCause {
     TimedOut,
     /// Written, then the connection was lost.
     ConnectionLost(DisconnectReason),
+    /// Written, then its caller withdrew it; its reply is discarded.
+    Cancelled,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum SlotKind {
-    Command { idempotent: bool, blocking: bool },
+    Command(Class),
     Ping,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
     Live,
-    /// Resolved already (timed out after being written); its reply, when it
-    /// comes, is discarded so the FIFO stays aligned.
+    /// Resolved already (timed out or cancelled after being written); its
+    /// reply, when it comes, is discarded so the FIFO stays aligned.
     Abandoned,
 }
 
@@ -61,9 +83,44 @@ struct Slot {
     kind: SlotKind,
     state: SlotState,
     written_at: Instant,
-    /// Written on an earlier connection, then queued again (idempotent):
+    /// Written on an earlier connection, then queued again (resend-safe):
     /// it may have run, so it can no longer end as "never sent".
     written_before: bool,
+}
+
+impl Slot {
+    fn class(&self) -> Option<Class> {
+        match self.kind {
+            SlotKind::Command(class) => Some(class),
+            SlotKind::Ping => None,
+        }
+    }
+
+    fn live_waiting(&self) -> bool {
+        self.state == SlotState::Live && self.class().is_some_and(Class::may_wait)
+    }
+
+    /// Resolution of a command that will get no reply and is not resent.
+    /// `outage`: why Redis is unavailable, when known.
+    fn unanswered(&self, outage: Option<DisconnectReason>, policy: OfflinePolicy) -> Outcome {
+        let class = self.class().unwrap_or(Class::UNKNOWN);
+        let applied_maybe = self.written_before && !class.read_only();
+        match outage {
+            _ if applied_maybe => Outcome::Indeterminate(match outage {
+                Some(reason) => IndeterminateCause::ConnectionLost(reason),
+                None => IndeterminateCause::TimedOut,
+            }),
+            Some(reason)
+                if class.fallback_read()
+                    && policy == OfflinePolicy::Fallback
+                    && reason != DisconnectReason::Shutdown =>
+            {
+                Outcome::Fallback(reason)
+            }
+            Some(reason) => Outcome::NotApplied(reason),
+            None => Outcome::TimedOut,
+        }
+    }
 }
 
 /// What a reply matched.
@@ -73,7 +130,7 @@ pub(crate) enum Matched {
     Ping {
         sent_at: Instant,
     },
-    /// A reply to a command already resolved as timed out.
+    /// A reply to a command already resolved (timed out, cancelled).
     Abandoned,
 }
 
@@ -84,11 +141,32 @@ pub(crate) enum Full {
     Bytes,
 }
 
+/// The bounds a new command is checked against: the offline queue's while
+/// not ready, the in-flight byte bound while ready.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    pub max_commands: usize,
+    pub max_bytes: usize,
+}
+
+/// What [`Commands::cancel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cancelled {
+    /// Removed before it was written: never sent.
+    Unsent,
+    /// Already written: its reply will be discarded. `blocking`: it may
+    /// still take data, so its connection must close.
+    Written { blocking: bool },
+    /// Not a live command (resolved already, or unknown).
+    NotFound,
+}
+
 pub(crate) struct Commands<const N: usize> {
     queue: Deque<Slot, N>,
     in_flight: Deque<Slot, N>,
     resolutions: Deque<(CommandId, Outcome), N>,
     queued_bytes: usize,
+    in_flight_bytes: usize,
     next_id: u64,
 }
 
@@ -99,6 +177,7 @@ impl<const N: usize> Commands<N> {
             in_flight: Deque::new(),
             resolutions: Deque::new(),
             queued_bytes: 0,
+            in_flight_bytes: 0,
             next_id: 1,
         }
     }
@@ -115,33 +194,50 @@ impl<const N: usize> Commands<N> {
         self.in_flight.len()
     }
 
+    pub(crate) fn in_flight_bytes(&self) -> usize {
+        self.in_flight_bytes
+    }
+
     /// Slots used in all three deques. One slot is always kept free for the
     /// keepalive PING, so user commands can never starve it.
     fn used(&self) -> usize {
         self.queue.len() + self.in_flight.len() + self.resolutions.len()
     }
 
+    /// How many more commands fit right now (slots only).
+    pub(crate) fn room(&self) -> usize {
+        N.saturating_sub(self.used() + 1)
+    }
+
+    fn new_id(&mut self) -> CommandId {
+        let id = CommandId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// Queues a command to be written when ready. `bytes_in_use`: what the
+    /// byte bound counts (queued only offline; queued and in flight when
+    /// ready).
     pub(crate) fn push(
         &mut self,
         len: usize,
         deadline: Instant,
-        kind: SlotKind,
-        max_commands: usize,
-        max_bytes: usize,
+        class: Class,
+        bounds: Bounds,
+        bytes_in_use: usize,
     ) -> Result<CommandId, Full> {
-        if self.used() + 2 > N || self.queue.len() >= max_commands {
+        if self.room() == 0 || self.queue.len() >= bounds.max_commands {
             return Err(Full::Count);
         }
-        if self.queued_bytes.saturating_add(len) > max_bytes {
+        if bytes_in_use.saturating_add(len) > bounds.max_bytes {
             return Err(Full::Bytes);
         }
-        let id = CommandId(self.next_id);
-        self.next_id += 1;
+        let id = self.new_id();
         let slot = Slot {
             id,
             deadline,
             len,
-            kind,
+            kind: SlotKind::Command(class),
             state: SlotState::Live,
             written_at: Instant::ZERO,
             written_before: false,
@@ -152,17 +248,27 @@ impl<const N: usize> Commands<N> {
         Ok(id)
     }
 
-    /// The next live queued command to write, moved in flight.
-    pub(crate) fn next_to_write(&mut self, now: Instant) -> Option<CommandId> {
-        if let Some(mut slot) = self.queue.pop_front() {
-            self.queued_bytes -= slot.len;
-            slot.written_at = now;
-            let id = slot.id;
-            // A slot left the queue, so there is room in flight.
-            let _ = self.in_flight.push_back(slot);
-            return Some(id);
+    /// A command decided at once, without being queued (a fallback read
+    /// during an outage): it gets an id and its resolution.
+    pub(crate) fn resolve_at_once(&mut self, outcome: Outcome) -> Result<CommandId, Full> {
+        if self.room() == 0 {
+            return Err(Full::Count);
         }
-        None
+        let id = self.new_id();
+        let _ = self.resolutions.push_back((id, outcome));
+        Ok(id)
+    }
+
+    /// The next queued command to write, moved in flight.
+    pub(crate) fn next_to_write(&mut self, now: Instant) -> Option<CommandId> {
+        let mut slot = self.queue.pop_front()?;
+        self.queued_bytes -= slot.len;
+        self.in_flight_bytes += slot.len;
+        slot.written_at = now;
+        let id = slot.id;
+        // A slot left the queue, so there is room in flight.
+        let _ = self.in_flight.push_back(slot);
+        Some(id)
     }
 
     pub(crate) fn push_ping(&mut self, now: Instant) {
@@ -175,7 +281,7 @@ impl<const N: usize> Commands<N> {
             written_at: now,
             written_before: false,
         };
-        // `push` keeps one slot free for this.
+        // `room` keeps one slot free for this.
         let _ = self.in_flight.push_back(slot);
     }
 
@@ -188,28 +294,27 @@ impl<const N: usize> Commands<N> {
     /// Matches a reply to the oldest request in flight.
     pub(crate) fn pop_reply(&mut self) -> Option<Matched> {
         let slot = self.in_flight.pop_front()?;
+        self.in_flight_bytes -= slot.len;
         Some(match (slot.kind, slot.state) {
             (_, SlotState::Abandoned) => Matched::Abandoned,
             (SlotKind::Ping, _) => Matched::Ping {
                 sent_at: slot.written_at,
             },
-            (SlotKind::Command { .. }, _) => Matched::Command(slot.id),
+            (SlotKind::Command(_), _) => Matched::Command(slot.id),
         })
     }
 
-    /// When the oldest outstanding request was written, unless a blocking
-    /// command is outstanding within its deadline (it may legitimately wait
-    /// that long). Once its caller has given up, the connection is stuck
+    /// When the oldest outstanding request was written, unless a command
+    /// that may wait (BLPOP, WAIT) is outstanding within its deadline. Once its caller has given up, the connection is stuck
     /// behind it anyway (Redis answers in order), so liveness applies again.
     pub(crate) fn oldest_written_at(&self) -> Option<Instant> {
-        if self.in_flight.iter().any(|s| {
-            s.state == SlotState::Live && matches!(s.kind, SlotKind::Command { blocking: true, .. })
-        }) {
+        if self.in_flight.iter().any(Slot::live_waiting) {
             return None;
         }
-        // A blocking command is waited for from its deadline, not its write.
-        self.in_flight.front().map(|s| match s.kind {
-            SlotKind::Command { blocking: true, .. } => s.written_at.max(s.deadline),
+        // A command that may wait is waited for from its deadline, not its
+        // write.
+        self.in_flight.front().map(|s| match s.class() {
+            Some(class) if class.may_wait() => s.written_at.max(s.deadline),
             _ => s.written_at,
         })
     }
@@ -219,25 +324,34 @@ impl<const N: usize> Commands<N> {
         self.queue
             .iter()
             .chain(self.in_flight.iter())
-            .filter(|s| s.state == SlotState::Live && matches!(s.kind, SlotKind::Command { .. }))
+            .filter(|s| s.state == SlotState::Live && matches!(s.kind, SlotKind::Command(_)))
             .map(|s| s.deadline)
             .min()
     }
 
     /// Resolves every live command whose deadline is at or before `now`:
-    /// queued ones are removed (never sent), written ones stay in the FIFO as
-    /// abandoned so later replies still match their requests.
-    pub(crate) fn expire(&mut self, now: Instant) {
+    /// queued ones are removed, written ones stay in the FIFO as abandoned so
+    /// later replies still match their requests. Returns whether a written
+    /// blocking command was abandoned (its connection must close).
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        outage: Option<DisconnectReason>,
+        policy: OfflinePolicy,
+    ) -> bool {
         for _ in 0..self.queue.len() {
             let Some(slot) = self.queue.pop_front() else {
                 break;
             };
             if slot.deadline <= now {
                 self.queued_bytes -= slot.len;
-                let outcome = if slot.written_before {
-                    Outcome::Indeterminate(IndeterminateCause::TimedOut)
-                } else {
-                    Outcome::TimedOut
+                let outcome = match slot.unanswered(outage, policy) {
+                    // Written on an earlier connection and out of time: the
+                    // loss may have come after it ran.
+                    Outcome::Indeterminate(_) => {
+                        Outcome::Indeterminate(IndeterminateCause::TimedOut)
+                    }
+                    other => other,
                 };
                 // The slot just left the queue, so its resolution has room.
                 let _ = self.resolutions.push_back((slot.id, outcome));
@@ -245,61 +359,138 @@ impl<const N: usize> Commands<N> {
                 let _ = self.queue.push_back(slot);
             }
         }
+        let mut blocking_abandoned = false;
         for slot in self.in_flight.iter_mut() {
-            if slot.state == SlotState::Live
-                && matches!(slot.kind, SlotKind::Command { .. })
-                && slot.deadline <= now
-            {
+            let Some(class) = slot.class() else { continue };
+            if slot.state == SlotState::Live && slot.deadline <= now {
                 slot.state = SlotState::Abandoned;
-                let _ = self.resolutions.push_back((
-                    slot.id,
-                    Outcome::Indeterminate(IndeterminateCause::TimedOut),
-                ));
+                blocking_abandoned |= class.blocking();
+                let outcome = if class.read_only() {
+                    // A read changes nothing: out of time is all there is to say.
+                    outage.map_or(Outcome::TimedOut, Outcome::NotApplied)
+                } else {
+                    Outcome::Indeterminate(IndeterminateCause::TimedOut)
+                };
+                let _ = self.resolutions.push_back((slot.id, outcome));
             }
         }
+        blocking_abandoned
     }
 
-    /// The connection is gone: idempotent commands in flight go back to the
-    /// front of the queue (in their order) to be written on the next
-    /// connection; the others are resolved as indeterminate and never resent.
-    pub(crate) fn connection_lost(&mut self, reason: DisconnectReason, retry_idempotent: bool) {
-        while let Some(mut slot) = self.in_flight.pop_back() {
-            match (slot.kind, slot.state) {
-                (SlotKind::Ping, _) | (_, SlotState::Abandoned) => {}
-                (
-                    SlotKind::Command {
-                        idempotent: true, ..
-                    },
-                    SlotState::Live,
-                ) if retry_idempotent => {
-                    slot.written_at = Instant::ZERO;
-                    slot.written_before = true;
-                    self.queued_bytes += slot.len;
-                    let _ = self.queue.push_front(slot);
-                }
-                (SlotKind::Command { .. }, SlotState::Live) => {
-                    let _ = self.resolutions.push_back((
-                        slot.id,
-                        Outcome::Indeterminate(IndeterminateCause::ConnectionLost(reason)),
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Fails every queued command as not sent (fail-fast policy, give-up,
-    /// shutdown, permanent failure), or as indeterminate if it was written on
-    /// an earlier connection.
-    pub(crate) fn fail_queued(&mut self, reason: DisconnectReason) {
-        while let Some(slot) = self.queue.pop_front() {
-            let outcome = if slot.written_before {
-                Outcome::Indeterminate(IndeterminateCause::ConnectionLost(reason))
+    /// The caller withdrew command `id`. `just_polled`: the command the
+    /// adapter was just told to write and has not written.
+    pub(crate) fn cancel(&mut self, id: CommandId, just_polled: bool) -> Cancelled {
+        if just_polled
+            && self.in_flight.back().is_some_and(|s| s.id == id)
+            && let Some(slot) = self.in_flight.pop_back()
+        {
+            self.in_flight_bytes -= slot.len;
+            // Not written on this connection; but a resend may have run on
+            // an earlier one.
+            let read = slot.class().is_some_and(Class::read_only);
+            let outcome = if slot.written_before && !read {
+                Outcome::Indeterminate(IndeterminateCause::Cancelled)
             } else {
-                Outcome::NotSent(reason)
+                Outcome::Cancelled
             };
-            let _ = self.resolutions.push_back((slot.id, outcome));
+            let _ = self.resolutions.push_back((id, outcome));
+            return Cancelled::Unsent;
         }
-        self.queued_bytes = 0;
+        let mut found = false;
+        for _ in 0..self.queue.len() {
+            let Some(slot) = self.queue.pop_front() else {
+                break;
+            };
+            if slot.id == id {
+                found = true;
+                self.queued_bytes -= slot.len;
+                let read = slot.class().is_some_and(Class::read_only);
+                let outcome = if slot.written_before && !read {
+                    Outcome::Indeterminate(IndeterminateCause::Cancelled)
+                } else {
+                    Outcome::Cancelled
+                };
+                let _ = self.resolutions.push_back((id, outcome));
+            } else {
+                let _ = self.queue.push_back(slot);
+            }
+        }
+        if found {
+            return Cancelled::Unsent;
+        }
+        for slot in self.in_flight.iter_mut() {
+            if slot.id == id && slot.state == SlotState::Live {
+                slot.state = SlotState::Abandoned;
+                let class = slot.class().unwrap_or(Class::UNKNOWN);
+                let blocking = class.blocking();
+                let outcome = if class.read_only() {
+                    // A read changes nothing, whenever its caller leaves.
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Indeterminate(IndeterminateCause::Cancelled)
+                };
+                let _ = self.resolutions.push_back((id, outcome));
+                return Cancelled::Written { blocking };
+            }
+        }
+        Cancelled::NotFound
+    }
+
+    /// The connection is gone. Resend-safe commands in flight go back to the
+    /// front of the queue (in their order) to be written on the next
+    /// connection, when `retry`; the others are resolved (see
+    /// [`Slot::unanswered`]) and never resent.
+    pub(crate) fn connection_lost(
+        &mut self,
+        reason: DisconnectReason,
+        retry: bool,
+        policy: OfflinePolicy,
+    ) {
+        while let Some(mut slot) = self.in_flight.pop_back() {
+            self.in_flight_bytes -= slot.len;
+            let (class, SlotState::Live) = (slot.class(), slot.state) else {
+                continue;
+            };
+            let Some(class) = class else { continue };
+            slot.written_at = Instant::ZERO;
+            slot.written_before = true;
+            if retry && class.resend_safe() {
+                self.queued_bytes += slot.len;
+                let _ = self.queue.push_front(slot);
+            } else {
+                let _ = self
+                    .resolutions
+                    .push_back((slot.id, slot.unanswered(Some(reason), policy)));
+            }
+        }
+    }
+
+    /// Resolves queued commands as unanswered (see [`Slot::unanswered`]):
+    /// all of them, or (`keep_resends`) all but the writes lost in flight
+    /// earlier, which may have run and wait for the next connection or
+    /// their deadline. A read lost in flight gets one more connection: it
+    /// is queued again after this call, and resolved here at the next
+    /// failure (a GET then goes to the cache).
+    pub(crate) fn fail_queued(
+        &mut self,
+        reason: DisconnectReason,
+        policy: OfflinePolicy,
+        keep_resends: bool,
+    ) {
+        for _ in 0..self.queue.len() {
+            let Some(slot) = self.queue.pop_front() else {
+                break;
+            };
+            let read = slot.class().is_some_and(Class::read_only);
+            if keep_resends && slot.written_before && !read {
+                let _ = self.queue.push_back(slot);
+                continue;
+            }
+            self.queued_bytes -= slot.len;
+            let _ = self
+                .resolutions
+                .push_back((slot.id, slot.unanswered(Some(reason), policy)));
+        }
     }
 
     pub(crate) fn pop_resolution(&mut self) -> Option<(CommandId, Outcome)> {

@@ -28,6 +28,8 @@ mod handshake;
 use heapless::{Deque, Vec};
 
 pub use commands::{CommandId, IndeterminateCause, Outcome};
+
+use crate::command::Class;
 pub use handshake::{HandshakeStep, ServerVersion};
 
 use crate::backoff::{Backoff, Step};
@@ -38,12 +40,15 @@ use crate::reason::{
 };
 use crate::resp::{self, Decoded, Frame};
 use crate::time::{Duration, Instant};
-use commands::{Commands, Full, Matched, SlotKind};
+use commands::{Bounds, Cancelled, Commands, Full, Matched};
 
 /// Room for the core's own requests (HELLO with a 128-byte user, a 256-byte
 /// password and a 64-byte name fits with room to spare).
 const TX_CAP: usize = 640;
 const EVENT_CAP: usize = 32;
+/// The server's own words about the last refused handshake (BUSY, LOADING,
+/// NOPERM...), kept for error messages.
+const SERVER_MESSAGE_CAP: usize = 160;
 
 /// The coarse phase, for getters, events and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,17 +253,15 @@ pub enum Received<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Submit {
-    /// Length of the encoded command, for the queue's byte bound.
+    /// Length of the encoded command, for the byte bounds.
     pub len: usize,
-    /// After this the command is resolved as timed out (or indeterminate, when
-    /// already written).
+    /// After this the command is resolved (timed out, not applied, or
+    /// indeterminate when already written).
     pub deadline: Instant,
-    /// Safe to write twice (reads, plain SET): retried after a reconnect
-    /// instead of being reported indeterminate.
-    pub idempotent: bool,
-    /// May wait a long time for its reply (BLPOP...): suspends the
-    /// oldest-request liveness check while outstanding.
-    pub blocking: bool,
+    /// What the command is (from [`crate::command::classify`] or a constant
+    /// such as [`Class::CACHED_READ`]): whether it may be written again after
+    /// a reconnect, answered from the fallback cache, or may block.
+    pub class: Class,
 }
 
 /// Why a submit was refused at once.
@@ -270,19 +273,24 @@ pub enum SubmitError {
         queued: usize,
         queued_bytes: usize,
     },
-    /// Not ready and the offline policy is fail-fast.
+    /// Redis is unavailable and the offline policy says fail at once
+    /// (fail-fast, or fallback for anything the cache cannot answer).
+    /// `reason`: why, once an attempt has failed. Not applied.
     NotReady {
         phase: PhaseKind,
+        reason: Option<DisconnectReason>,
     },
     /// Failed permanently or gave up: the reason says what to change.
     Down {
         reason: DisconnectReason,
     },
-    /// This one command is larger than the queue's byte bound: it could never
-    /// be queued, however empty the queue (not a reason to slow down).
+    /// This one command is larger than the byte bound that applies (the
+    /// offline queue's while not ready, the in-flight one while ready): it
+    /// could never be taken, however empty the queue.
     TooLarge {
         len: usize,
         max: usize,
+        offline: bool,
     },
     Shutdown,
 }
@@ -299,13 +307,30 @@ impl core::fmt::Display for SubmitError {
                     "command queue full ({queued} commands, {queued_bytes} bytes): slow down"
                 )
             }
-            SubmitError::NotReady { phase } => {
-                write!(f, "connection not ready ({})", phase.as_str())
-            }
+            SubmitError::NotReady {
+                phase,
+                reason: Some(reason),
+            } => write!(f, "connection not ready ({}): {reason}", phase.as_str()),
+            SubmitError::NotReady {
+                phase,
+                reason: None,
+            } => write!(f, "connection not ready ({})", phase.as_str()),
             SubmitError::Down { reason } => write!(f, "connection down: {reason}"),
-            SubmitError::TooLarge { len, max } => write!(
+            SubmitError::TooLarge {
+                len,
+                max,
+                offline: true,
+            } => write!(
                 f,
-                "command of {len} bytes is larger than the queue's bound of {max} bytes: raise queue.max_bytes"
+                "command of {len} bytes is larger than the offline queue's bound of {max} bytes: raise queue.max_bytes"
+            ),
+            SubmitError::TooLarge {
+                len,
+                max,
+                offline: false,
+            } => write!(
+                f,
+                "command of {len} bytes is larger than the in-flight bound of {max} bytes: raise queue.max_in_flight_bytes"
             ),
             SubmitError::Shutdown => f.write_str("connection shut down"),
         }
@@ -323,7 +348,9 @@ pub struct Stats {
     pub replies: u64,
     pub timed_out: u64,
     pub indeterminate: u64,
-    pub not_sent: u64,
+    pub not_applied: u64,
+    pub fallback: u64,
+    pub cancelled: u64,
     pub retried: u64,
     pub pings_sent: u64,
     pub last_ping_rtt: Option<Duration>,
@@ -353,7 +380,13 @@ pub struct Connection<const N: usize> {
     /// The last `now` seen: time going backwards is treated as standing still.
     now: Instant,
     last_rx: Instant,
-    fallback: bool,
+    /// Why Redis is unavailable: set at the first failure, updated by every
+    /// later one, cleared when ready. `Some` = the fallback is engaged.
+    outage: Option<DisconnectReason>,
+    /// The command last handed out by `TransmitCommand`, until the next
+    /// poll: it may still be withdrawn unsent by `handle_cancel`.
+    just_polled: Option<CommandId>,
+    server_message: heapless::String<SERVER_MESSAGE_CAP>,
     /// The Down event is sent once per outage, not once per probe.
     down_announced: bool,
     last_reason: Option<DisconnectReason>,
@@ -378,7 +411,9 @@ impl<const N: usize> Connection<N> {
             commands: Commands::new(),
             now: Instant::ZERO,
             last_rx: Instant::ZERO,
-            fallback: false,
+            outage: None,
+            just_polled: None,
+            server_message: heapless::String::new(),
             down_announced: false,
             last_reason: None,
             server_version: None,
@@ -411,7 +446,27 @@ impl<const N: usize> Connection<N> {
     /// Whether the application should serve from its fallback cache: from the
     /// first failed attempt until the connection is ready again.
     pub fn fallback_active(&self) -> bool {
-        self.fallback
+        self.outage.is_some()
+    }
+
+    /// Why Redis is unavailable right now (`None` while ready, and before the
+    /// first attempt has failed).
+    pub fn outage_reason(&self) -> Option<DisconnectReason> {
+        self.outage
+    }
+
+    /// What the server itself said when it last refused the handshake
+    /// (e.g. `BUSY Redis is busy running a script...`), printable ASCII,
+    /// cut at 160 bytes.
+    pub fn server_message(&self) -> Option<&str> {
+        (!self.server_message.is_empty()).then_some(self.server_message.as_str())
+    }
+
+    /// How many more commands the connection can take now (its slots; the
+    /// byte bounds are checked at submit). An adapter takes no more
+    /// submissions than this, so callers wait instead of failing.
+    pub fn room(&self) -> usize {
+        self.commands.room()
     }
 
     /// The reason of the last disconnect or failed attempt.
@@ -450,6 +505,10 @@ impl<const N: usize> Connection<N> {
 
     pub fn in_flight(&self) -> usize {
         self.commands.in_flight()
+    }
+
+    pub fn in_flight_bytes(&self) -> usize {
+        self.commands.in_flight_bytes()
     }
 
     /// When to call `handle_timeout` next.
@@ -614,54 +673,111 @@ impl<const N: usize> Connection<N> {
         }
     }
 
-    /// Submits a command whose encoded bytes the adapter keeps. It is written
-    /// (via [`Output::TransmitCommand`]) when ready, or held in the offline
-    /// queue until ready or its deadline.
+    /// Submits a command whose encoded bytes the adapter keeps, and decides
+    /// its fate (the outage policy; every branch is here):
+    ///
+    /// | phase | policy | command | decision |
+    /// |---|---|---|---|
+    /// | shutdown | any | any | `Err(Shutdown)` |
+    /// | ready | any | any | queued and written at once; bounded by slots and `max_in_flight_bytes` |
+    /// | failed, gave up | fallback | fallback read | [`Outcome::Fallback`] at once |
+    /// | failed, gave up | any | other | `Err(Down)`, with the reason |
+    /// | not ready, no failure yet | fallback, queue | any | offline queue (waits for the first connect) |
+    /// | not ready, a failure known | fallback | fallback read | [`Outcome::Fallback`] at once |
+    /// | not ready, a failure known | fallback | other | `Err(NotReady)`, with the reason: not applied |
+    /// | not ready | queue | any | offline queue until ready or its deadline |
+    /// | not ready | fail-fast | any | `Err(NotReady)` |
+    ///
+    /// Queued commands are written when ready (via
+    /// [`Output::TransmitCommand`]); see [`Outcome`] for how the rest end.
     pub fn handle_submit(
         &mut self,
         now: Instant,
         submit: Submit,
     ) -> Result<CommandId, SubmitError> {
         let _ = self.tick(now);
+        let policy = self.config.queue.offline;
+        let fallback_read = submit.class.fallback_read() && policy == OfflinePolicy::Fallback;
+        let answer_from_cache = |this: &mut Self, reason| {
+            this.commands
+                .resolve_at_once(Outcome::Fallback(reason))
+                .map_err(|_| this.backpressure())
+        };
         match self.phase {
             Phase::Shutdown => return Err(SubmitError::Shutdown),
             Phase::Failed { reason } | Phase::GaveUp { reason } => {
+                if fallback_read {
+                    return answer_from_cache(self, reason);
+                }
                 return Err(SubmitError::Down { reason });
             }
             Phase::Ready { .. } => {}
-            _ if self.config.queue.offline == OfflinePolicy::FailFast => {
-                return Err(SubmitError::NotReady {
-                    phase: self.phase.kind(),
-                });
-            }
-            _ => {}
+            _ => match (policy, self.outage) {
+                (OfflinePolicy::FailFast, reason) => {
+                    return Err(SubmitError::NotReady {
+                        phase: self.phase.kind(),
+                        reason,
+                    });
+                }
+                (OfflinePolicy::Fallback, Some(reason)) if fallback_read => {
+                    return answer_from_cache(self, reason);
+                }
+                (OfflinePolicy::Fallback, Some(reason)) => {
+                    return Err(SubmitError::NotReady {
+                        phase: self.phase.kind(),
+                        reason: Some(reason),
+                    });
+                }
+                (OfflinePolicy::Fallback | OfflinePolicy::Queue, _) => {}
+            },
         }
-        if submit.len > self.config.queue.max_bytes {
+        let queue = self.config.queue;
+        let (bounds, in_use, offline) = if self.is_ready() {
+            let bounds = Bounds {
+                max_commands: usize::MAX,
+                max_bytes: queue.max_in_flight_bytes,
+            };
+            let in_use = self.commands.queued_bytes() + self.commands.in_flight_bytes();
+            (bounds, in_use, false)
+        } else {
+            let bounds = Bounds {
+                max_commands: queue.max_commands,
+                max_bytes: queue.max_bytes,
+            };
+            (bounds, self.commands.queued_bytes(), true)
+        };
+        if submit.len > bounds.max_bytes {
             return Err(SubmitError::TooLarge {
                 len: submit.len,
-                max: self.config.queue.max_bytes,
+                max: bounds.max_bytes,
+                offline,
             });
         }
-        let kind = SlotKind::Command {
-            idempotent: submit.idempotent,
-            blocking: submit.blocking,
-        };
-        let queue = self.config.queue;
-        match self.commands.push(
-            submit.len,
-            submit.deadline,
-            kind,
-            queue.max_commands,
-            queue.max_bytes,
-        ) {
+        match self
+            .commands
+            .push(submit.len, submit.deadline, submit.class, bounds, in_use)
+        {
             Ok(id) => {
                 self.stats.commands_submitted += 1;
                 Ok(id)
             }
-            Err(Full::Count | Full::Bytes) => Err(SubmitError::Backpressure {
-                queued: self.commands.queued(),
-                queued_bytes: self.commands.queued_bytes(),
-            }),
+            Err(Full::Count | Full::Bytes) => Err(self.backpressure()),
+        }
+    }
+
+    /// The caller of command `id` is gone. Not written yet (queued, or the
+    /// command just handed out by [`Output::TransmitCommand`] and not
+    /// written: call this before polling again): removed, never sent,
+    /// resolved [`Outcome::Cancelled`]. Written: its reply will be
+    /// discarded; if it is a blocking command, which could still take data
+    /// (BLPOP), the connection is closed at once and reopened
+    /// ([`DisconnectReason::Abandoned`]). Unknown or resolved ids: no-op.
+    pub fn handle_cancel(&mut self, now: Instant, id: CommandId) {
+        let now = self.tick(now);
+        let just_polled = self.just_polled.take() == Some(id);
+        match self.commands.cancel(id, just_polled) {
+            Cancelled::Written { blocking: true } => self.reopen(now),
+            Cancelled::Unsent | Cancelled::Written { blocking: false } | Cancelled::NotFound => {}
         }
     }
 
@@ -669,9 +785,6 @@ impl<const N: usize> Connection<N> {
     /// are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick(now);
-        if self.commands.next_deadline().is_some_and(|d| d <= now) {
-            self.commands.expire(now);
-        }
         if self.dead_at().is_some_and(|d| d <= now) {
             self.fail(now, DisconnectReason::PingTimeout, true);
         }
@@ -687,6 +800,15 @@ impl<const N: usize> Connection<N> {
             self.timers[Timer::Phase as usize] = None;
             self.phase_timer_fired(now);
         }
+        // Deadlines last, so a command out of time learns any diagnosis the
+        // timers above just made (an adapter may call this late).
+        if self.commands.next_deadline().is_some_and(|d| d <= now) {
+            let policy = self.config.queue.offline;
+            let blocking_abandoned = self.commands.expire(now, self.outage, policy);
+            if blocking_abandoned {
+                self.reopen(now);
+            }
+        }
     }
 
     /// Closes the connection for good. Queued commands are resolved as not
@@ -700,9 +822,11 @@ impl<const N: usize> Connection<N> {
             self.close_pending = true;
         }
         self.open_pending = false;
-        self.commands.fail_queued(DisconnectReason::Shutdown);
+        let policy = self.config.queue.offline;
         self.commands
-            .connection_lost(DisconnectReason::Shutdown, false);
+            .fail_queued(DisconnectReason::Shutdown, policy, false);
+        self.commands
+            .connection_lost(DisconnectReason::Shutdown, false, policy);
         self.timers = [None; TIMERS];
         self.set_phase(Phase::Shutdown);
     }
@@ -712,6 +836,7 @@ impl<const N: usize> Connection<N> {
     /// The next thing to do. Call after every input until it returns
     /// [`Output::Wait`].
     pub fn poll_output(&mut self) -> Output<'_> {
+        self.just_polled = None;
         if self.close_pending {
             self.close_pending = false;
             return Output::Close;
@@ -722,8 +847,10 @@ impl<const N: usize> Connection<N> {
         if let Some((id, outcome)) = self.commands.pop_resolution() {
             match outcome {
                 Outcome::TimedOut => self.stats.timed_out += 1,
-                Outcome::NotSent(_) => self.stats.not_sent += 1,
+                Outcome::NotApplied(_) => self.stats.not_applied += 1,
+                Outcome::Fallback(_) => self.stats.fallback += 1,
                 Outcome::Indeterminate(_) => self.stats.indeterminate += 1,
+                Outcome::Cancelled => self.stats.cancelled += 1,
             }
             return Output::Resolved { id, outcome };
         }
@@ -746,6 +873,7 @@ impl<const N: usize> Connection<N> {
         if self.is_ready()
             && let Some(id) = self.commands.next_to_write(self.now)
         {
+            self.just_polled = Some(id);
             return Output::TransmitCommand(id);
         }
         Output::Wait(self.poll_timeout())
@@ -786,6 +914,7 @@ impl<const N: usize> Connection<N> {
             return;
         };
         let next = if let Some(text) = frame.error_text() {
+            self.keep_server_message(text);
             match (step, classify_handshake_error(text)) {
                 (HandshakeStep::Hello, HandshakeError::HelloUnsupported) => {
                     // Redis < 6: AUTH + RESP2.
@@ -854,8 +983,8 @@ impl<const N: usize> Connection<N> {
             protocol,
             server_version: self.server_version,
         });
-        if self.fallback {
-            self.fallback = false;
+        self.server_message.clear();
+        if self.outage.take().is_some() {
             self.push_event(Event::FallbackReleased);
         }
     }
@@ -876,16 +1005,25 @@ impl<const N: usize> Connection<N> {
         self.timers = [None; TIMERS];
         self.push_event(Event::Disconnected { reason });
         let permanent = reason.class() == FailureClass::Permanent;
-        let before = self.commands.queued();
-        if permanent || (was_ready && self.config.queue.offline == OfflinePolicy::FailFast) {
-            self.commands.fail_queued(reason);
+        let policy = self.config.queue.offline;
+        let engaged = self.outage.replace(reason).is_none();
+        // What was never written learns the diagnosis now, not at its
+        // deadline (the policy table is at `handle_submit`). Resend-safe
+        // commands lost in flight keep their chance on the next connection.
+        let fail_unwritten = match policy {
+            OfflinePolicy::Fallback => true,
+            OfflinePolicy::FailFast => was_ready,
+            OfflinePolicy::Queue => false,
+        };
+        if permanent || fail_unwritten {
+            self.commands.fail_queued(reason, policy, !permanent);
         }
+        let before = self.commands.queued();
         // After a permanent failure nothing will be retried soon: what was
-        // written is indeterminate, idempotent or not.
-        self.commands.connection_lost(reason, !permanent);
+        // written is indeterminate unless it was a read.
+        self.commands.connection_lost(reason, !permanent, policy);
         self.stats.retried += self.commands.queued().saturating_sub(before) as u64;
-        if !self.fallback {
-            self.fallback = true;
+        if engaged {
             self.push_event(Event::FallbackEngaged { reason });
         }
         if permanent {
@@ -919,7 +1057,7 @@ impl<const N: usize> Connection<N> {
                 self.set_phase(Phase::Down { reason });
             }
             Step::GiveUp => {
-                self.commands.fail_queued(reason);
+                self.commands.fail_queued(reason, policy, false);
                 self.set_phase(Phase::GaveUp { reason });
                 self.push_event(Event::GaveUp { reason });
             }
@@ -943,6 +1081,26 @@ impl<const N: usize> Connection<N> {
             Phase::Idle | Phase::Ready { .. } | Phase::GaveUp { .. } | Phase::Shutdown => {}
         }
     }
+
+    /// Ready → Connecting at once, without backoff or fallback: a written
+    /// blocking command was abandoned, and only closing its connection stops
+    /// it from taking data (a BLPOP's job) for a caller who is gone. Other
+    /// commands in flight are treated as on any lost connection.
+    fn reopen(&mut self, now: Instant) {
+        if !self.is_ready() {
+            return;
+        }
+        let reason = DisconnectReason::Abandoned;
+        self.close_pending = true;
+        self.tx.pending = false;
+        self.ping_in_tx = false;
+        self.stats.disconnects += 1;
+        self.timers = [None; TIMERS];
+        self.push_event(Event::Disconnected { reason });
+        let policy = self.config.queue.offline;
+        self.commands.connection_lost(reason, true, policy);
+        self.open(now, 0);
+    }
 }
 
 // ----- helpers that change no phase ------------------------------------------
@@ -957,6 +1115,26 @@ impl<const N: usize> Connection<N> {
         self.phase = phase;
         if from != to {
             self.push_event(Event::PhaseChanged { from, to });
+        }
+    }
+
+    fn backpressure(&self) -> SubmitError {
+        SubmitError::Backpressure {
+            queued: self.commands.queued(),
+            queued_bytes: self.commands.queued_bytes(),
+        }
+    }
+
+    fn keep_server_message(&mut self, text: &[u8]) {
+        self.server_message.clear();
+        for &b in text.iter().take(SERVER_MESSAGE_CAP) {
+            let c = if (b' '..=b'~').contains(&b) {
+                b as char
+            } else {
+                '?'
+            };
+            // Bounded by the `take` above.
+            let _ = self.server_message.push(c);
         }
     }
 

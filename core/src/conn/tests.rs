@@ -145,14 +145,23 @@ impl T {
         assert_eq!(self.conn.phase(), PhaseKind::Ready);
     }
 
+    /// A write: resend-safe (plain SET) or not (INCR).
     fn submit(&mut self, idempotent: bool, deadline_ms: u64) -> Result<CommandId, SubmitError> {
+        let class = if idempotent {
+            Class::IDEMPOTENT_WRITE
+        } else {
+            Class::WRITE
+        };
+        self.submit_class(class, deadline_ms)
+    }
+
+    fn submit_class(&mut self, class: Class, deadline_ms: u64) -> Result<CommandId, SubmitError> {
         self.conn.handle_submit(
             self.now,
             Submit {
                 len: 20,
                 deadline: Instant::from_millis(deadline_ms),
-                idempotent,
-                blocking: false,
+                class,
             },
         )
     }
@@ -578,8 +587,9 @@ fn a_blocking_command_suspends_liveness_only_until_its_deadline() {
             Submit {
                 len: 30,
                 deadline: Instant::from_millis(20_000),
-                idempotent: false,
-                blocking: true,
+                class: Class::new(
+                    crate::command::Flags::WRITE.union(crate::command::Flags::BLOCKING),
+                ),
             },
         )
         .unwrap();
@@ -590,22 +600,28 @@ fn a_blocking_command_suspends_liveness_only_until_its_deadline() {
         assert_eq!(t.conn.phase(), PhaseKind::Ready, "at {} ms", t.ms());
         out = t.advance();
     }
-    // ...until the caller gives up: then the connection, stuck behind it,
-    // is judged by the age of its oldest request again.
+    // ...until the caller gives up: a BLPOP still blocked could take a job
+    // for nobody, so its connection is closed at once and reopened, with no
+    // backoff and no fallback.
     assert_eq!(t.ms(), 20_000);
     assert_eq!(
         out,
-        [Rec::Resolved(
-            blpop,
-            Outcome::Indeterminate(IndeterminateCause::TimedOut)
-        )]
+        [
+            Rec::Close,
+            Rec::Ev(Event::Disconnected {
+                reason: DisconnectReason::Abandoned
+            }),
+            Rec::Ev(Event::Connecting {
+                attempt: 0,
+                max_attempts: 10
+            }),
+            Rec::Resolved(blpop, Outcome::Indeterminate(IndeterminateCause::TimedOut)),
+            Rec::Open,
+        ]
     );
-    assert!(
-        t.conn.poll_timeout().is_some(),
-        "a dead connection must stay detectable"
-    );
-    t.advance();
-    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::PingTimeout));
+    assert_eq!(t.conn.phase(), PhaseKind::Connecting);
+    assert!(!t.conn.fallback_active());
+    assert_eq!(t.conn.attempts(), 0, "no backoff step was taken");
 }
 
 #[test]
@@ -727,14 +743,14 @@ fn offline_queue_is_bounded_by_count_and_bytes() {
     let huge = Submit {
         len: 2_000,
         deadline: Instant::from_millis(1_000),
-        idempotent: true,
-        blocking: false,
+        class: Class::IDEMPOTENT_WRITE,
     };
     assert_eq!(
         t.conn.handle_submit(t.now, huge),
         Err(SubmitError::TooLarge {
             len: 2_000,
-            max: 1_000
+            max: 1_000,
+            offline: true,
         })
     );
 }
@@ -747,7 +763,8 @@ fn fail_fast_policy_refuses_while_not_ready() {
     assert_eq!(
         t.submit(true, 1_000),
         Err(SubmitError::NotReady {
-            phase: PhaseKind::Idle
+            phase: PhaseKind::Idle,
+            reason: None,
         })
     );
 }
@@ -834,7 +851,9 @@ fn a_retried_idempotent_command_that_runs_out_of_time_may_have_run() {
     // reply, queued again for the next connection, then out of time while
     // the server was still away, was reported as "never sent" although the
     // server had run it.
-    let mut t = T::new(Config::default());
+    let mut config = Config::default();
+    config.queue.offline = OfflinePolicy::Queue;
+    let mut t = T::new(config);
     t.ready();
     let written = t.submit(true, t.ms() + 1_000).unwrap();
     assert_eq!(t.drain(), [Rec::Cmd(written)]);
@@ -865,7 +884,11 @@ fn a_retried_idempotent_command_that_runs_out_of_time_may_have_run() {
                 written,
                 Outcome::Indeterminate(IndeterminateCause::TimedOut)
             ),
-            (never_written, Outcome::TimedOut)
+            // Never written, and the reason is known: not applied, and why.
+            (
+                never_written,
+                Outcome::NotApplied(DisconnectReason::Transport(TransportError::Refused))
+            )
         ]
     );
 
@@ -968,17 +991,22 @@ fn give_up_when_configured() {
     t.drain();
     t.conn
         .handle_transport_failed(t.now, TransportError::Refused);
-    t.drain();
+    let first_failure = t.drain();
     t.advance();
     t.conn
         .handle_transport_failed(t.now, TransportError::Refused);
     let out = t.drain();
     let reason = DisconnectReason::Transport(TransportError::Refused);
-    assert!(
-        out.contains(&Rec::Resolved(queued, Outcome::NotSent(reason))),
-        "{out:?}"
-    );
     assert!(out.contains(&Rec::Ev(Event::GaveUp { reason })));
+    assert_eq!(
+        first_failure
+            .iter()
+            .filter(|r| **r == Rec::Resolved(queued, Outcome::NotApplied(reason)))
+            .count(),
+        1,
+        "the queued command learns the reason at the first failure: {first_failure:?}"
+    );
+    assert_eq!(t.submit(false, 60_000), Err(SubmitError::Down { reason }));
     assert_eq!(t.conn.poll_timeout(), None);
 }
 
@@ -996,4 +1024,330 @@ fn shutdown_from_ready_resolves_everything() {
     assert_eq!(t.conn.phase(), PhaseKind::Shutdown);
     assert_eq!(t.submit(true, 1), Err(SubmitError::Shutdown));
     assert_eq!(t.conn.poll_timeout(), None);
+}
+
+// ----- the outage policy, cancellation and bounds (issue 10) ---------------
+
+/// Drains until Wait, but stops after the first `TransmitCommand`, as an
+/// adapter does when it checks that command's caller before writing it.
+fn poll_until_cmd(t: &mut T) -> Option<CommandId> {
+    for _ in 0..100 {
+        match t.conn.poll_output() {
+            Output::TransmitCommand(id) => return Some(id),
+            Output::Wait(_) => return None,
+            _ => {}
+        }
+    }
+    panic!("poll_output never returned Wait");
+}
+
+#[test]
+fn the_seed_failure_reaches_waiting_callers_at_once() {
+    // `redis://` to a TLS-only server: commands submitted before the first
+    // attempt wait for it; when it fails with a diagnosis, each learns that
+    // diagnosis at once, not a timeout at its deadline.
+    let mut t = T::new(Config::default());
+    let ping = t.submit_class(Class::READ, 5_000).unwrap();
+    let get = t.submit_class(Class::CACHED_READ, 5_000).unwrap();
+    let set = t.submit(true, 5_000).unwrap();
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.now = Instant::from_millis(3);
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Closed);
+    let out = t.drain();
+    let reason = DisconnectReason::TlsRequired(TlsEvidence::ClosedWithoutReply);
+    for expected in [
+        Rec::Resolved(ping, Outcome::NotApplied(reason)),
+        Rec::Resolved(get, Outcome::Fallback(reason)),
+        Rec::Resolved(set, Outcome::NotApplied(reason)),
+    ] {
+        assert!(out.contains(&expected), "{expected:?} in {out:?}");
+    }
+    assert_eq!(t.conn.queued(), 0);
+    assert_eq!(t.conn.outage_reason(), Some(reason));
+}
+
+#[test]
+fn during_an_outage_writes_fail_with_the_reason_and_reads_go_to_the_cache() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    let reason = DisconnectReason::Transport(TransportError::Reset);
+    // A write is refused, not held to be applied later behind other
+    // clients' backs.
+    assert_eq!(
+        t.submit(true, 60_000),
+        Err(SubmitError::NotReady {
+            phase: PhaseKind::Backoff,
+            reason: Some(reason)
+        })
+    );
+    assert_eq!(
+        t.submit_class(Class::READ, 60_000),
+        Err(SubmitError::NotReady {
+            phase: PhaseKind::Backoff,
+            reason: Some(reason)
+        })
+    );
+    // GET: the cache answers (or the adapter fails it with the reason).
+    let get = t.submit_class(Class::CACHED_READ, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Resolved(get, Outcome::Fallback(reason))]);
+    // The next attempt fails differently: callers get the newest diagnosis.
+    t.advance();
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Refused);
+    t.drain();
+    let refused = DisconnectReason::Transport(TransportError::Refused);
+    assert_eq!(
+        t.submit(false, 60_000),
+        Err(SubmitError::NotReady {
+            phase: PhaseKind::Backoff,
+            reason: Some(refused)
+        })
+    );
+}
+
+#[test]
+fn lost_in_flight_reads_are_never_absent_and_writes_are_never_invented() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let get = t.submit_class(Class::CACHED_READ, 60_000).unwrap();
+    let hget = t.submit_class(Class::READ, 60_000).unwrap();
+    let set = t.submit(true, 60_000).unwrap();
+    let incr = t.submit(false, 60_000).unwrap();
+    assert_eq!(t.drain().len(), 4);
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    let out = t.drain();
+    let reason = DisconnectReason::Transport(TransportError::Reset);
+    assert_eq!(
+        out.iter()
+            .filter(|r| matches!(r, Rec::Resolved(..)))
+            .collect::<Vec<_>>(),
+        [&Rec::Resolved(
+            incr,
+            Outcome::Indeterminate(IndeterminateCause::ConnectionLost(reason))
+        )]
+    );
+    // The reads and the resend-safe write get the next connection...
+    assert_eq!(t.conn.queued(), 3);
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    // ...and when that one fails too, the reads are answered at once (the
+    // GET from the cache), while the write, which may have run, waits for
+    // a connection or its deadline.
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Refused);
+    let out = t.drain();
+    let closed = DisconnectReason::Transport(TransportError::Refused);
+    assert!(
+        out.contains(&Rec::Resolved(get, Outcome::Fallback(closed))),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&Rec::Resolved(hget, Outcome::NotApplied(closed))),
+        "{out:?}"
+    );
+    assert_eq!(t.conn.queued(), 1);
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    let out = t.finish_handshake();
+    let cmds: Vec<_> = out.iter().filter(|r| matches!(r, Rec::Cmd(_))).collect();
+    assert_eq!(cmds, [&Rec::Cmd(set)]);
+}
+
+#[test]
+fn queue_policy_names_the_reason_at_the_deadline() {
+    let mut config = Config::default();
+    config.queue.offline = OfflinePolicy::Queue;
+    let mut t = T::new(config);
+    // Nothing known yet: a plain timeout.
+    let early = t.submit(false, 10).unwrap();
+    t.conn.handle_start(t.now);
+    t.drain();
+    assert_eq!(t.advance_by(10), [Rec::Resolved(early, Outcome::TimedOut)]);
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Refused);
+    t.drain();
+    let late = t.submit(false, t.ms() + 50).unwrap();
+    let out = t.advance_by(50);
+    let reason = DisconnectReason::Transport(TransportError::Refused);
+    assert!(
+        out.contains(&Rec::Resolved(late, Outcome::NotApplied(reason))),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_command_is_never_written() {
+    let mut t = T::new(Config::default());
+    // Queued while connecting, then abandoned by its caller.
+    let queued = t.submit(false, 60_000).unwrap();
+    let kept = t.submit(false, 60_000).unwrap();
+    t.conn.handle_cancel(t.now, queued);
+    assert_eq!(t.drain(), [Rec::Resolved(queued, Outcome::Cancelled)]);
+    // `kept` is written as the connection becomes ready.
+    t.ready();
+    assert_eq!(t.conn.in_flight(), 1);
+    // Queued while ready, handed out for writing, withdrawn before the write.
+    let a = t.submit(false, 60_000).unwrap();
+    let b = t.submit(false, 60_000).unwrap();
+    assert_eq!(poll_until_cmd(&mut t), Some(a));
+    t.conn.handle_cancel(t.now, a);
+    assert_eq!(
+        t.drain(),
+        [Rec::Resolved(a, Outcome::Cancelled), Rec::Cmd(b)]
+    );
+    // Only `kept` and `b` are in flight: replies still match their requests.
+    let replies = t.recv(b":1\r\n:2\r\n");
+    let ids: Vec<_> = replies
+        .iter()
+        .filter_map(|r| match r {
+            Received::Reply { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [kept, b]);
+    // Withdrawing a command that was written only discards its reply.
+    let c = t.submit(false, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(c)]);
+    t.conn.handle_cancel(t.now, c);
+    assert_eq!(
+        t.drain(),
+        [Rec::Resolved(
+            c,
+            Outcome::Indeterminate(IndeterminateCause::Cancelled)
+        )]
+    );
+    assert_eq!(t.recv(b":3\r\n"), [Received::Internal { consumed: 4 }]);
+    assert_eq!(t.conn.phase(), PhaseKind::Ready);
+    // Cancelling twice, or an unknown id, changes nothing.
+    t.conn.handle_cancel(t.now, c);
+    t.conn.handle_cancel(t.now, CommandId(999));
+    assert_eq!(t.drain(), []);
+}
+
+#[test]
+fn a_cancelled_blocking_command_closes_its_connection() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let blocking = Class::new(crate::command::Flags::WRITE.union(crate::command::Flags::BLOCKING));
+    let blpop = t.submit_class(blocking, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(blpop)]);
+    t.conn.handle_cancel(t.now, blpop);
+    let out = t.drain();
+    assert_eq!(out.first(), Some(&Rec::Close), "{out:?}");
+    assert!(out.contains(&Rec::Open));
+    assert!(out.contains(&Rec::Resolved(
+        blpop,
+        Outcome::Indeterminate(IndeterminateCause::Cancelled)
+    )));
+    assert!(!t.conn.fallback_active());
+}
+
+#[test]
+fn bounds_match_their_names() {
+    let mut config = Config::default();
+    config.queue.max_bytes = 1_000;
+    config.queue.max_in_flight_bytes = 100_000;
+    let mut t = T::new(config);
+    let big = |len| Submit {
+        len,
+        deadline: Instant::from_millis(60_000),
+        class: Class::IDEMPOTENT_WRITE,
+    };
+    // Offline, the offline queue's bound.
+    assert_eq!(
+        t.conn.handle_submit(t.now, big(5_000)),
+        Err(SubmitError::TooLarge {
+            len: 5_000,
+            max: 1_000,
+            offline: true
+        })
+    );
+    t.ready();
+    // Ready: the in-flight bound, counting what is written and unanswered.
+    let a = t.conn.handle_submit(t.now, big(60_000)).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(a)]);
+    assert!(matches!(
+        t.conn.handle_submit(t.now, big(50_000)),
+        Err(SubmitError::Backpressure { .. })
+    ));
+    assert_eq!(
+        t.conn.handle_submit(t.now, big(100_001)),
+        Err(SubmitError::TooLarge {
+            len: 100_001,
+            max: 100_000,
+            offline: false
+        })
+    );
+    t.recv(b"+OK\r\n");
+    assert!(t.conn.handle_submit(t.now, big(50_000)).is_ok());
+    // The count bound is the offline queue's: while ready only the slots
+    // bound it, and `room` says how many an adapter may take.
+    assert_eq!(t.conn.room(), 8 - 1 - 1);
+}
+
+#[test]
+fn busy_during_the_handshake_is_transient_and_keeps_the_server_words() {
+    let mut t = T::new(Config::default());
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.\r\n");
+    let out = t.drain();
+    assert!(
+        out.contains(&Rec::Ev(Event::Disconnected {
+            reason: DisconnectReason::Busy
+        })),
+        "{out:?}"
+    );
+    assert_eq!(t.conn.phase(), PhaseKind::Backoff);
+    assert!(
+        t.conn
+            .server_message()
+            .is_some_and(|m| m.starts_with("BUSY Redis is busy running a script")),
+        "{:?}",
+        t.conn.server_message()
+    );
+    // Once the script ends, the next attempt gets through.
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.finish_handshake();
+    assert_eq!(t.conn.phase(), PhaseKind::Ready);
+    assert_eq!(t.conn.server_message(), None);
+}
+
+#[test]
+fn a_cancelled_resend_that_may_have_run_is_indeterminate() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let set = t.submit(true, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(set)]);
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(HELLO3_REPLY);
+    t.drain();
+    t.recv(b"+PONG\r\n");
+    // The resend is handed out, and its caller is gone: it is not written
+    // again, but the first write may have run.
+    assert_eq!(poll_until_cmd(&mut t), Some(set));
+    t.conn.handle_cancel(t.now, set);
+    assert_eq!(
+        t.drain(),
+        [Rec::Resolved(
+            set,
+            Outcome::Indeterminate(IndeterminateCause::Cancelled)
+        )]
+    );
 }

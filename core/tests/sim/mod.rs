@@ -7,14 +7,19 @@
 //! - every submitted command is resolved exactly once (reply or outcome),
 //!   and never after its deadline;
 //! - every reconnect delay is within [0, cap];
-//! - `poll_timeout()` is never missing while work is pending.
+//! - `poll_timeout()` is never missing while work is pending;
+//! - the outage policy: no command is resolved `TimedOut` while a reason is
+//!   known; only a fallback read is resolved `Fallback`; a command resolved
+//!   (not applied, cancelled, timed out) is never written afterwards; a
+//!   command withdrawn before it was written is never written.
 
 use std::collections::{HashMap, VecDeque};
 
+use resilis_core::command::Class;
 use resilis_core::resp::{Decoded, Frame, Limits, decode};
 use resilis_core::{
-    CommandId, Config, Connection, Duration, Event, Instant, Outcome, Output, PhaseKind, Received,
-    Submit, SubmitError, TransportError,
+    CommandId, Config, Connection, Duration, Event, Instant, OfflinePolicy, Outcome, Output,
+    PhaseKind, Received, Submit, SubmitError, TransportError,
 };
 
 /// The faults the simulator can inject, chosen by the seeded generator.
@@ -56,6 +61,7 @@ impl Rng {
 struct Cmd {
     deadline: Instant,
     resolved: bool,
+    class: Class,
 }
 
 enum Transport {
@@ -75,7 +81,9 @@ pub struct Tally {
     pub replies: u64,
     pub timed_out: u64,
     pub indeterminate: u64,
-    pub not_sent: u64,
+    pub not_applied: u64,
+    pub fallback: u64,
+    pub cancelled: u64,
     pub refused_at_submit: u64,
     pub connects: u64,
     pub readies: u64,
@@ -100,6 +108,11 @@ pub struct Sim {
 impl Sim {
     pub fn new(seed: u64, fault_rate: u64) -> Sim {
         let mut config = Config::default();
+        config.queue.offline = match seed % 3 {
+            0 => OfflinePolicy::Fallback,
+            1 => OfflinePolicy::Queue,
+            _ => OfflinePolicy::FailFast,
+        };
         config.backoff.jitter_percent = 30;
         config.backoff.jitter_seed = seed;
         config.permanent_retry = Some(Duration::from_secs(30));
@@ -161,6 +174,12 @@ impl Sim {
                 Output::TransmitCommand(id) => {
                     let cmd = self.cmds.get(&id).expect("transmit of an unknown command");
                     assert!(!cmd.resolved, "{id:?} written after it was resolved");
+                    // Now and then its caller is gone before the write: the
+                    // adapter withdraws it instead of writing it.
+                    if self.rng.chance(5) {
+                        self.conn.handle_cancel(self.now, id);
+                        continue;
+                    }
                     self.server_reads(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
                 }
                 Output::Close => {
@@ -171,10 +190,27 @@ impl Sim {
                 }
                 Output::Resolved { id, outcome } => {
                     self.resolve(id);
+                    let class = self.cmds[&id].class;
                     match outcome {
-                        Outcome::TimedOut => self.tally.timed_out += 1,
-                        Outcome::NotSent(_) => self.tally.not_sent += 1,
-                        Outcome::Indeterminate(_) => self.tally.indeterminate += 1,
+                        Outcome::TimedOut => {
+                            assert_eq!(
+                                self.conn.outage_reason(),
+                                None,
+                                "{id:?} resolved TimedOut while the reason is known"
+                            );
+                            self.tally.timed_out += 1;
+                        }
+                        Outcome::NotApplied(_) => self.tally.not_applied += 1,
+                        Outcome::Fallback(_) => {
+                            assert!(class.fallback_read(), "{id:?} {class:?} sent to the cache");
+                            assert_eq!(self.conn.config().queue.offline, OfflinePolicy::Fallback);
+                            self.tally.fallback += 1;
+                        }
+                        Outcome::Indeterminate(_) => {
+                            assert!(!class.read_only(), "{id:?}: a read cannot be indeterminate");
+                            self.tally.indeterminate += 1;
+                        }
+                        Outcome::Cancelled => self.tally.cancelled += 1,
                     }
                 }
                 Output::Event(event) => self.check_event(event),
@@ -267,13 +303,12 @@ impl Sim {
         }
     }
 
-    pub fn submit(&mut self, idempotent: bool) {
+    pub fn submit(&mut self, class: Class) {
         let deadline = self.now + Duration::from_millis(50 + self.rng.below(8_000));
         let submit = Submit {
             len: 24,
             deadline,
-            idempotent,
-            blocking: false,
+            class,
         };
         match self.conn.handle_submit(self.now, submit) {
             Ok(id) => {
@@ -284,7 +319,8 @@ impl Sim {
                             id,
                             Cmd {
                                 deadline,
-                                resolved: false
+                                resolved: false,
+                                class,
                             }
                         )
                         .is_none(),
@@ -330,8 +366,23 @@ impl Sim {
     pub fn step(&mut self) {
         // Random application and network actions.
         if self.rng.chance(30) {
-            let idempotent = self.rng.chance(50);
-            self.submit(idempotent);
+            let class = match self.rng.below(4) {
+                0 => Class::READ,
+                1 => Class::CACHED_READ,
+                2 => Class::IDEMPOTENT_WRITE,
+                _ => Class::WRITE,
+            };
+            self.submit(class);
+        }
+        // A caller that gave up on a command (queued or written).
+        if self.rng.chance(3)
+            && let Some(id) = self
+                .cmds
+                .iter()
+                .find(|(_, c)| !c.resolved)
+                .map(|(id, _)| *id)
+        {
+            self.conn.handle_cancel(self.now, id);
         }
         if matches!(self.transport, Some(Transport::Open { .. })) {
             match self.pick_fault() {

@@ -1,9 +1,14 @@
 //! The gateway application, the same on the STM32 and on the host: a
-//! heartbeat key SET periodically, and reads that come from Redis when it is
-//! up and from a small fallback cache while the core says it is not
-//! (`Status::fallback_active`, the seed's "graceful fallback to in-memory
-//! cache"). Decisions about the connection stay in the core; this only
-//! chooses where a read is answered from.
+//! heartbeat key SET periodically, and reads answered by Redis or, while it
+//! is unavailable, by a small fallback cache (the seed's "graceful fallback
+//! to in-memory cache").
+//!
+//! Every decision about a command is the core's, from its class: a GET is
+//! submitted as a cached read, and during an outage the core resolves it as
+//! `Outcome::Fallback(reason)`; only then is the cache consulted. A write
+//! during an outage fails with the reason, never held or faked. The cache
+//! holds only what Redis acknowledged (a SET's `OK`) or answered (a GET's
+//! reply, in reply order), so it never serves a value Redis did not have.
 #![no_std]
 
 mod cache;
@@ -15,6 +20,7 @@ use embassy_time::Duration;
 use heapless::Vec;
 use resilis_core::resp::Frame;
 use resilis_core::resp::encode::{self, Expiry, SetOptions};
+use resilis_core::{DisconnectReason, Outcome};
 use resilis_embassy::{CallOptions, Client, Error, Status};
 
 /// Where a read was answered from.
@@ -22,36 +28,54 @@ use resilis_embassy::{CallOptions, Client, Error, Status};
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Source {
     Redis,
-    /// The fallback cache: Redis is unavailable (or the read failed).
+    /// The fallback cache: Redis is unavailable.
     Fallback,
 }
 
-/// A value read through the gateway; `None` when neither Redis nor the cache
-/// has the key.
+/// A value read through the gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Read<const V: usize> {
-    pub value: Option<Vec<u8, V>>,
-    pub source: Source,
+pub enum Read<const V: usize> {
+    /// Redis answered: its value, or `None` when Redis has no such key.
+    Redis(Option<Vec<u8, V>>),
+    /// Redis is unavailable (`reason`): the value Redis last acknowledged or
+    /// answered for this key, from the fallback cache.
+    Fallback {
+        value: Vec<u8, V>,
+        reason: DisconnectReason,
+    },
 }
 
-/// Where a write went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Written {
-    /// Redis acknowledged it (and the cache has it).
-    Redis,
-    /// Redis is unavailable: only the cache has it.
-    CacheOnly,
+impl<const V: usize> Read<V> {
+    pub fn source(&self) -> Source {
+        match self {
+            Read::Redis(_) => Source::Redis,
+            Read::Fallback { .. } => Source::Fallback,
+        }
+    }
+
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            Read::Redis(value) => value.as_deref(),
+            Read::Fallback { value, .. } => Some(value),
+        }
+    }
 }
 
-/// Why a write or a ping failed.
+/// Why a read, a write or a ping has no answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum GatewayError {
-    /// No reply (see the core's outcome / status for why).
+    /// No reply: the core refused the command (`Error::Submit`, e.g. a write
+    /// during an outage, `NotReady` with the reason) or resolved it without
+    /// one (`Error::Outcome`: not applied, timed out, indeterminate).
     Call(Error),
     /// Redis answered with an error or something unexpected.
     Rejected,
+    /// Redis is unavailable (`reason`) and the fallback cache does not hold
+    /// the key: unknown, not "absent".
+    Unavailable(DisconnectReason),
+    /// The value is longer than the gateway's `V` bytes.
+    TooLarge { len: usize },
 }
 
 /// The application over one connection. `N` keys of at most `K` bytes with
@@ -100,7 +124,7 @@ where
     pub async fn ping(&mut self) -> Result<(), GatewayError> {
         let reply = self
             .client
-            .call(encode::ping, CallOptions::idempotent(self.timeout))
+            .call(encode::ping, CallOptions::read(self.timeout))
             .await
             .map_err(GatewayError::Call)?;
         match reply.frame() {
@@ -109,19 +133,15 @@ where
         }
     }
 
-    /// `SET key value [EX ttl]`, write-through to the cache so reads during an
-    /// outage see the latest local value. While Redis is unavailable only the
-    /// cache is written: a queued heartbeat would be stale when delivered.
+    /// `SET key value [EX ttl]`. The cache takes the value only once Redis
+    /// acknowledged it. During an outage it fails at once with the reason
+    /// (`Call(Submit(NotReady { reason: Some(..), .. }))`): not applied.
     pub async fn set(
         &mut self,
         key: &str,
         value: &[u8],
         ttl_seconds: Option<u64>,
-    ) -> Result<Written, GatewayError> {
-        self.cache.put(key, value);
-        if self.client.status().fallback_active {
-            return Ok(Written::CacheOnly);
-        }
+    ) -> Result<(), GatewayError> {
         let options = SetOptions {
             expiry: ttl_seconds.map(Expiry::Ex),
             ..SetOptions::default()
@@ -130,50 +150,75 @@ where
             .client
             .call(
                 |buf| encode::set(buf, key.as_bytes(), value, &options),
-                CallOptions::idempotent(self.timeout),
+                CallOptions::idempotent_write(self.timeout),
             )
-            .await
-            .map_err(GatewayError::Call)?;
-        match reply.frame() {
-            Frame::SimpleString(b"OK") => Ok(Written::Redis),
-            _ => Err(GatewayError::Rejected),
+            .await;
+        match reply {
+            Ok(reply) if reply.frame() == Frame::SimpleString(b"OK") => {
+                self.cache.put(key, value);
+                Ok(())
+            }
+            Ok(_) => Err(GatewayError::Rejected),
+            Err(error) => {
+                if maybe_applied(&error) {
+                    // Redis may hold the old value or the new one: the cache
+                    // can vouch for neither.
+                    self.cache.remove(key);
+                }
+                Err(GatewayError::Call(error))
+            }
         }
     }
 
-    /// `GET key` from Redis when it is available (refreshing the cache), else
-    /// from the cache.
-    pub async fn get(&mut self, key: &str) -> Read<V> {
-        if !self.client.status().fallback_active {
-            let reply = self
-                .client
-                .call(
-                    |buf| encode::get(buf, key.as_bytes()),
-                    CallOptions::idempotent(self.timeout),
-                )
-                .await;
-            if let Ok(reply) = reply {
-                match reply.frame() {
-                    Frame::BulkString(value) => {
-                        self.cache.put(key, value);
-                        return Read {
-                            value: Vec::from_slice(value).ok(),
-                            source: Source::Redis,
-                        };
-                    }
-                    Frame::Null => {
-                        self.cache.remove(key);
-                        return Read {
-                            value: None,
-                            source: Source::Redis,
-                        };
-                    }
-                    _ => {}
-                }
+    /// `GET key`, as a cached read: Redis's answer (which refreshes the
+    /// cache), or, when the core says Redis is unavailable, the cached value.
+    /// A key the cache does not hold is then `Unavailable`, never `None`.
+    pub async fn get(&mut self, key: &str) -> Result<Read<V>, GatewayError> {
+        let reply = self
+            .client
+            .call(
+                |buf| encode::get(buf, key.as_bytes()),
+                CallOptions::cached_read(self.timeout),
+            )
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(Error::Outcome(Outcome::Fallback(reason))) => {
+                return match self.cache.get(key) {
+                    // The cache only holds values that fit `V`.
+                    Some(value) => Ok(Read::Fallback {
+                        value: Vec::from_slice(value)
+                            .map_err(|_| GatewayError::TooLarge { len: value.len() })?,
+                        reason,
+                    }),
+                    None => Err(GatewayError::Unavailable(reason)),
+                };
             }
-        }
-        Read {
-            value: self.cache.get(key).and_then(|v| Vec::from_slice(v).ok()),
-            source: Source::Fallback,
+            Err(error) => return Err(GatewayError::Call(error)),
+        };
+        match reply.frame() {
+            Frame::BulkString(value) => {
+                self.cache.put(key, value);
+                let value = Vec::from_slice(value)
+                    .map_err(|_| GatewayError::TooLarge { len: value.len() })?;
+                Ok(Read::Redis(Some(value)))
+            }
+            Frame::Null => {
+                self.cache.remove(key);
+                Ok(Read::Redis(None))
+            }
+            _ => Err(GatewayError::Rejected),
         }
     }
 }
+
+/// Whether a failed write may have been applied all the same.
+fn maybe_applied(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Outcome(Outcome::Indeterminate(_)) | Error::NoResponse | Error::ReplyTooLarge { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests;

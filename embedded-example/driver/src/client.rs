@@ -1,7 +1,8 @@
 //! The application's side: [`Client`] hands encoded commands to the runner
 //! and waits for their replies; [`Status`] mirrors the core's phase and
-//! fallback flag so the application knows when to serve from its cache.
-//! [`Shared`] is the mailbox between the two, in caller memory (a `static`).
+//! outage, for health reports. [`Shared`] is the mailbox between the two, in
+//! caller memory (a `static`); it also tells the runner which call still has
+//! a caller, so a command whose caller left is withdrawn, not written.
 
 use core::cell::Cell;
 
@@ -11,6 +12,7 @@ use embassy_sync::channel::Channel;
 use embassy_sync::signal::Signal;
 use embassy_time::{Duration, Instant, with_deadline};
 use heapless::Vec;
+use resilis_core::command::Class;
 use resilis_core::resp::encode::EncodeError;
 use resilis_core::resp::{Decoded, Frame, Limits, MAX_DEPTH_CAP, decode};
 use resilis_core::{DisconnectReason, Outcome, PhaseKind, SubmitError};
@@ -21,37 +23,49 @@ use resilis_core::{DisconnectReason, Outcome, PhaseKind, SubmitError};
 pub struct Request<const CMD: usize> {
     pub(crate) seq: u32,
     pub(crate) bytes: Vec<u8, CMD>,
-    pub(crate) idempotent: bool,
+    pub(crate) class: Class,
     pub(crate) timeout: Duration,
     /// Not a command: close the connection for good (`handle_shutdown`).
     pub(crate) shutdown: bool,
 }
 
-/// How to submit a command.
+/// How to submit a command: what it is (the core decides from the class
+/// whether it may be resent, answered by the fallback cache, or must fail
+/// during an outage) and how long its caller waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct CallOptions {
-    /// Resolved as timed out (or indeterminate, once written) after this.
+    /// Resolved without a reply after this (how depends on the class and on
+    /// whether it was written: see [`Outcome`]).
     pub timeout: Duration,
-    /// Safe to write twice after a reconnect (reads, plain SET).
-    pub idempotent: bool,
+    pub class: Class,
 }
 
 impl CallOptions {
-    /// A read, or a write that may safely be applied twice.
-    pub const fn idempotent(timeout: Duration) -> Self {
-        CallOptions {
-            timeout,
-            idempotent: true,
-        }
+    /// Any class, e.g. from `resilis_core::command::classify`.
+    pub const fn new(class: Class, timeout: Duration) -> Self {
+        CallOptions { timeout, class }
+    }
+
+    /// A read that changes nothing (PING, HGET...).
+    pub const fn read(timeout: Duration) -> Self {
+        Self::new(Class::READ, timeout)
+    }
+
+    /// GET: during an outage the core answers it with
+    /// [`Outcome::Fallback`], for the application's cache to serve.
+    pub const fn cached_read(timeout: Duration) -> Self {
+        Self::new(Class::CACHED_READ, timeout)
+    }
+
+    /// A write that may safely be applied twice (plain SET).
+    pub const fn idempotent_write(timeout: Duration) -> Self {
+        Self::new(Class::IDEMPOTENT_WRITE, timeout)
     }
 
     /// A write that must not be applied twice (INCR, LPUSH...).
-    pub const fn once(timeout: Duration) -> Self {
-        CallOptions {
-            timeout,
-            idempotent: false,
-        }
+    pub const fn write(timeout: Duration) -> Self {
+        Self::new(Class::WRITE, timeout)
     }
 }
 
@@ -95,16 +109,16 @@ impl<const REPLY: usize> Reply<REPLY> {
 pub enum Error {
     /// The command does not fit the `CMD` capacity.
     Encode(EncodeError),
-    /// The core refused it at once (backpressure, fail-fast, down, shutdown).
+    /// The core refused it at once, not applied: Redis is unavailable
+    /// (`NotReady`/`Down`, with the reason), backpressure, too large,
+    /// shut down.
     Submit(SubmitError),
-    /// The core resolved it without a reply (timed out, not sent, or
-    /// indeterminate: written, then the connection was lost).
+    /// The core resolved it without a reply: timed out or not applied
+    /// (never written), indeterminate (written, no reply), or `Fallback`:
+    /// a cached read during an outage, for the application's cache to answer.
     Outcome(Outcome),
     /// The reply was longer than the `REPLY` capacity.
     ReplyTooLarge { len: usize },
-    /// A previous call of this client is still in flight (it was cancelled
-    /// by its caller before its reply came).
-    Busy,
     /// The runner did not answer in time (it is not running, or stuck).
     NoResponse,
 }
@@ -114,7 +128,8 @@ pub enum Error {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Status {
     pub phase: PhaseKind,
-    /// Redis is unavailable: serve reads from the fallback cache.
+    /// Redis is unavailable (the core answers cached reads with
+    /// [`Outcome::Fallback`] until it is back).
     pub fallback_active: bool,
     pub last_reason: Option<DisconnectReason>,
     /// How many times the connection became ready.
@@ -138,6 +153,8 @@ pub struct Shared<M: RawMutex, const CMD: usize = 256, const REPLY: usize = 512>
     pub(crate) replies: Channel<M, (u32, Result<Reply<REPLY>, Error>), 1>,
     status: Mutex<M, Cell<Status>>,
     changed: Signal<M, ()>,
+    /// The call whose caller still waits for its reply (its `seq`).
+    waiting: Mutex<M, Cell<Option<u32>>>,
 }
 
 impl<M: RawMutex, const CMD: usize, const REPLY: usize> Shared<M, CMD, REPLY> {
@@ -147,7 +164,13 @@ impl<M: RawMutex, const CMD: usize, const REPLY: usize> Shared<M, CMD, REPLY> {
             replies: Channel::new(),
             status: Mutex::new(Cell::new(Status::INITIAL)),
             changed: Signal::new(),
+            waiting: Mutex::new(Cell::new(None)),
         }
+    }
+
+    /// Whether the caller of call `seq` still waits for it.
+    pub(crate) fn waiting_for(&self, seq: u32) -> bool {
+        self.waiting.lock(Cell::get) == Some(seq)
     }
 
     pub(crate) fn set_status(&self, status: Status) {
@@ -158,7 +181,7 @@ impl<M: RawMutex, const CMD: usize, const REPLY: usize> Shared<M, CMD, REPLY> {
     }
 
     pub(crate) fn respond(&self, seq: u32, result: Result<Reply<REPLY>, Error>) {
-        // Only the newest call waits; a reply its cancelled predecessor never
+        // Only the newest call waits; a reply its abandoned predecessor never
         // took must not block it.
         self.replies.clear();
         let _ = self.replies.try_send((seq, result));
@@ -223,7 +246,7 @@ impl<'a, M: RawMutex, const CMD: usize, const REPLY: usize> Client<'a, M, CMD, R
         let request = Request {
             seq: self.seq,
             bytes: Vec::new(),
-            idempotent: false,
+            class: Class::UNKNOWN,
             timeout,
             shutdown: true,
         };
@@ -243,6 +266,10 @@ impl<'a, M: RawMutex, const CMD: usize, const REPLY: usize> Client<'a, M, CMD, R
 
     /// Encodes a command with `encode` (any `resp::encode` helper) and runs
     /// it: the reply, or why there is none.
+    ///
+    /// Dropping the returned future withdraws the command: the runner never
+    /// writes it if it was not written yet (the core's `handle_cancel`), and
+    /// discards its reply if it was.
     pub async fn call(
         &mut self,
         encode: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
@@ -258,10 +285,11 @@ impl<'a, M: RawMutex, const CMD: usize, const REPLY: usize> Client<'a, M, CMD, R
         let request = Request {
             seq,
             bytes,
-            idempotent: options.idempotent,
+            class: options.class,
             timeout: options.timeout,
             shutdown: false,
         };
+        let _waiting = Waiting::new(self.shared, seq);
         let deadline = Instant::now() + options.timeout + RUNNER_GRACE;
         with_deadline(deadline, async {
             self.shared.requests.send(request).await;
@@ -274,5 +302,29 @@ impl<'a, M: RawMutex, const CMD: usize, const REPLY: usize> Client<'a, M, CMD, R
         })
         .await
         .unwrap_or(Err(Error::NoResponse))
+    }
+}
+
+/// Marks call `seq` as waited for, until dropped (answered, timed out, or its
+/// future dropped by the caller).
+struct Waiting<'a, M: RawMutex, const CMD: usize, const REPLY: usize> {
+    shared: &'a Shared<M, CMD, REPLY>,
+    seq: u32,
+}
+
+impl<'a, M: RawMutex, const CMD: usize, const REPLY: usize> Waiting<'a, M, CMD, REPLY> {
+    fn new(shared: &'a Shared<M, CMD, REPLY>, seq: u32) -> Self {
+        shared.waiting.lock(|w| w.set(Some(seq)));
+        Waiting { shared, seq }
+    }
+}
+
+impl<M: RawMutex, const CMD: usize, const REPLY: usize> Drop for Waiting<'_, M, CMD, REPLY> {
+    fn drop(&mut self) {
+        self.shared.waiting.lock(|w| {
+            if w.get() == Some(self.seq) {
+                w.set(None);
+            }
+        });
     }
 }

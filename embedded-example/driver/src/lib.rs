@@ -1,7 +1,8 @@
 //! resilis-embassy: runs a [`resilis_core::Connection`] on Embassy.
 //!
 //! The core decides everything (when to connect, what to write, when a
-//! connection is dead, how long to back off, when the fallback cache is on);
+//! connection is dead, how long to back off, which command the fallback
+//! cache answers and which fail during an outage, from each call's class);
 //! this crate only moves bytes and time between it and
 //! - a [`Connector`] that opens an `embedded-io-async` transport (an
 //!   embassy-net `TcpSocket`, embedded-tls on top of one, an in-memory mock),
@@ -17,7 +18,7 @@
 //! let (mut runner, client) = resilis_embassy::new::<_, _, 8>(config, connector, shared, rx_buf);
 //! spawner.spawn(redis_task(runner));   // runner.run().await, forever
 //! client.wait_ready(Duration::from_secs(10)).await;
-//! let reply = client.call(|b| encode::get(b, b"key"), CallOptions::read()).await?;
+//! let reply = client.call(|b| encode::get(b, b"key"), CallOptions::cached_read(Duration::from_secs(2))).await?;
 //! ```
 //!
 //! Features: `net` (an embassy-net TCP connector), `tls` (embedded-tls 1.3

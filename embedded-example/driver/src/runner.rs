@@ -7,6 +7,11 @@
 //!   core asks for a transport;
 //! - connecting: race the connector against the core's connect/TLS deadline;
 //! - serving: race a read against the core's timer and the client's requests.
+//!
+//! Requests are taken only while the core has room for them (`room()`), so a
+//! caller waits in the channel instead of being refused. A command whose
+//! caller has gone (its call future dropped) is withdrawn with
+//! `handle_cancel` instead of being written.
 
 use core::convert::Infallible;
 use core::future::{Future, pending};
@@ -154,7 +159,12 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
             if let Some(open) = self.open.take() {
                 return open;
             }
-            match select(sleep_until(drained.wait), self.shared.requests.receive()).await {
+            match select(
+                sleep_until(drained.wait),
+                next_request(self.shared, self.conn.room()),
+            )
+            .await
+            {
                 Either::First(()) => self.conn.handle_timeout(time::now()),
                 Either::Second(request) => self.submit(request),
             }
@@ -179,12 +189,11 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
             ) {
                 return None;
             }
-            let shared = self.shared;
             let result = select4(
                 &mut connect,
                 progress.wait(),
                 sleep_until(drained.wait),
-                shared.requests.receive(),
+                next_request(self.shared, self.conn.room()),
             )
             .await;
             let now = time::now();
@@ -231,7 +240,7 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
             let failure = match select3(
                 read,
                 sleep_until(drained.wait),
-                self.shared.requests.receive(),
+                next_request(self.shared, self.conn.room()),
             )
             .await
             {
@@ -318,17 +327,21 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
             self.conn.handle_shutdown(time::now());
             return;
         }
-        if self.pending.is_some() {
-            self.shared.respond(request.seq, Err(Error::Busy));
+        let now = time::now();
+        if !self.shared.waiting_for(request.seq) {
+            // Its caller left before the request was even taken.
             return;
         }
-        let now = time::now();
+        // One call at a time per client: a new call means the caller of the
+        // previous one left without its reply.
+        if let Some(previous) = self.pending.take() {
+            self.conn.handle_cancel(now, previous.id);
+        }
         let timeout = resilis_core::Duration::from_micros(request.timeout.as_micros());
         let submit = Submit {
             len: request.bytes.len(),
             deadline: now + timeout,
-            idempotent: request.idempotent,
-            blocking: false,
+            class: request.class,
         };
         match self.conn.handle_submit(now, submit) {
             Ok(id) => {
@@ -373,11 +386,22 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
                     }
                 }
                 Output::TransmitCommand(id) => {
-                    if let (Some(transport), Some(pending)) = (link.as_deref_mut(), &self.pending)
-                        && pending.id == id
-                    {
-                        failed = write(transport, &pending.bytes, deadline).await.err();
-                        wrote = true;
+                    let shared = self.shared;
+                    let waited = self
+                        .pending
+                        .as_ref()
+                        .filter(|p| p.id == id && shared.waiting_for(p.seq));
+                    match (link.as_deref_mut(), waited) {
+                        (Some(transport), Some(pending)) => {
+                            failed = write(transport, &pending.bytes, deadline).await.err();
+                            wrote = true;
+                        }
+                        // Its caller left (or its bytes are gone): withdrawn
+                        // before the next poll, so it is never written.
+                        _ => {
+                            self.conn.handle_cancel(time::now(), id);
+                            self.pending.take_if(|p| p.id == id);
+                        }
                     }
                 }
                 Output::Close => {
@@ -462,6 +486,18 @@ fn transport_phase(phase: PhaseKind) -> bool {
         phase,
         PhaseKind::Connecting | PhaseKind::TlsHandshake | PhaseKind::Handshake | PhaseKind::Ready
     )
+}
+
+/// The client's next request, but only while the core can take one: until
+/// then the caller waits in the channel.
+async fn next_request<M: RawMutex, const CMD: usize, const REPLY: usize>(
+    shared: &Shared<M, CMD, REPLY>,
+    room: usize,
+) -> Request<CMD> {
+    if room == 0 {
+        return pending().await;
+    }
+    shared.requests.receive().await
 }
 
 async fn sleep_until(at: Option<resilis_core::Instant>) {

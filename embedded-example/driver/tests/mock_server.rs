@@ -1,6 +1,7 @@
 //! The runner over an in-memory transport and a tiny scripted Redis: the
 //! driver carries the core's decisions (handshake, pings, ping timeout,
-//! backoff, the offline queue's deadlines) end to end on the host's clock,
+//! backoff, the outage decisions, the offline queue's deadlines, and
+//! withdrawing a command whose caller left) end to end on the host's clock,
 //! with no network. Timers are scaled down to tens of milliseconds.
 
 use std::cell::{Cell, RefCell};
@@ -16,7 +17,9 @@ use embassy_time::{Duration, Instant, Timer};
 use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
 use resilis_core::resp::encode;
 use resilis_core::resp::{Decoded, Frame, Limits, decode};
-use resilis_core::{Config, DisconnectReason, Outcome, PhaseKind, TransportError};
+use resilis_core::{
+    Config, DisconnectReason, OfflinePolicy, Outcome, PhaseKind, SubmitError, TransportError,
+};
 use resilis_embassy::{CallOptions, Connector, Error, Progress, Shared, Target, Transport};
 
 const HELLO3_REPLY: &[u8] =
@@ -36,6 +39,8 @@ struct Net {
     attempts: RefCell<Vec<Instant>>,
     answer_pings: Cell<bool>,
     store: RefCell<HashMap<Vec<u8>, Vec<u8>>>,
+    /// Every command the server received, by name.
+    seen: RefCell<Vec<Vec<u8>>>,
 }
 
 impl Net {
@@ -48,6 +53,7 @@ impl Net {
             attempts: RefCell::new(Vec::new()),
             answer_pings: Cell::new(true),
             store: RefCell::new(HashMap::new()),
+            seen: RefCell::new(Vec::new()),
         }
     }
 
@@ -70,6 +76,7 @@ impl Net {
                         _ => &b""[..],
                     })
                     .collect();
+                self.seen.borrow_mut().push(args[0].to_vec());
                 let reply: Vec<u8> = match args.as_slice() {
                     [b"HELLO", ..] => HELLO3_REPLY.to_vec(),
                     [b"PING"] if self.answer_pings.get() => b"+PONG\r\n".to_vec(),
@@ -196,7 +203,10 @@ macro_rules! scenario {
     }};
 }
 
-const OPTS: CallOptions = CallOptions::idempotent(Duration::from_millis(300));
+const TIMEOUT: Duration = Duration::from_millis(300);
+const OPTS: CallOptions = CallOptions::read(TIMEOUT);
+const GET: CallOptions = CallOptions::cached_read(TIMEOUT);
+const SET: CallOptions = CallOptions::idempotent_write(TIMEOUT);
 
 #[test]
 fn ready_then_ping_set_get() {
@@ -209,12 +219,12 @@ fn ready_then_ping_set_get() {
             .expect("PING answered");
         assert_eq!(pong.frame(), Frame::SimpleString(b"PONG"));
         let ok = client
-            .call(|b| encode::set(b, b"k", b"v1", &Default::default()), OPTS)
+            .call(|b| encode::set(b, b"k", b"v1", &Default::default()), SET)
             .await
             .expect("SET answered");
         assert_eq!(ok.frame(), Frame::SimpleString(b"OK"));
         let got = client
-            .call(|b| encode::get(b, b"k"), OPTS)
+            .call(|b| encode::get(b, b"k"), GET)
             .await
             .expect("GET answered");
         assert_eq!(got.frame(), Frame::BulkString(b"v1"));
@@ -259,33 +269,111 @@ fn silent_server_times_out_and_backoff_reconnects() {
     })
 }
 
+/// The server hangs up and every reconnect is refused; returns the reason.
+async fn outage(
+    net: &Net,
+    client: &resilis_embassy::Client<'_, NoopRawMutex, 128, 128>,
+) -> DisconnectReason {
+    assert!(client.wait_ready(Duration::from_secs(2)).await);
+    net.refuse.set(1_000);
+    net.hangup.signal(());
+    let down = client
+        .wait_for(Duration::from_secs(2), |s| s.fallback_active)
+        .await
+        .expect("EOF noticed");
+    let reason = down.last_reason.expect("a failure is known");
+    assert!(
+        matches!(
+            reason,
+            DisconnectReason::Transport(TransportError::Closed | TransportError::Refused)
+        ),
+        "{down:?}"
+    );
+    reason
+}
+
 #[test]
-fn server_hangup_engages_fallback_and_queued_command_times_out() {
+fn outage_answers_gets_from_the_cache_and_refuses_writes() {
     let net = Net::new();
     scenario!(net, client, {
-        assert!(client.wait_ready(Duration::from_secs(2)).await);
-        net.refuse.set(1_000);
-        net.hangup.signal(());
-        let down = client
-            .wait_for(Duration::from_secs(2), |s| s.fallback_active)
-            .await
-            .expect("EOF noticed");
-        assert_eq!(
-            down.last_reason.map(|r| matches!(
-                r,
-                DisconnectReason::Transport(TransportError::Closed | TransportError::Refused)
-            )),
-            Some(true),
-            "{down:?}"
+        outage(&net, &client).await;
+        // The core decides at once, with the reason (the latest failure).
+        match client.call(|b| encode::get(b, b"k"), GET).await {
+            Err(Error::Outcome(Outcome::Fallback(DisconnectReason::Transport(
+                TransportError::Closed | TransportError::Refused,
+            )))) => {}
+            other => panic!("GET during the outage: {other:?}"),
+        }
+        let set = client
+            .call(|b| encode::set(b, b"k", b"v", &Default::default()), SET)
+            .await;
+        assert!(
+            matches!(
+                set,
+                Err(Error::Submit(SubmitError::NotReady {
+                    reason: Some(_),
+                    ..
+                }))
+            ),
+            "{set:?}"
         );
+        // Answered at once, not at the deadline.
+        let started = Instant::now();
+        let ping = client.call(encode::ping, OPTS).await;
+        assert!(matches!(
+            ping,
+            Err(Error::Submit(SubmitError::NotReady { .. }))
+        ));
+        assert!(started.elapsed() < TIMEOUT);
+    })
+}
+
+#[test]
+fn queue_policy_holds_a_command_until_its_deadline() {
+    let net = Net::new();
+    let mut config = fast_config();
+    config.queue.offline = OfflinePolicy::Queue;
+    scenario!(net, client, config, {
+        outage(&net, &client).await;
         // Held in the core's offline queue until its deadline, never sent.
+        let started = Instant::now();
         let result = client
             .call(
                 |b| encode::get(b, b"k"),
-                CallOptions::idempotent(Duration::from_millis(100)),
+                CallOptions::cached_read(Duration::from_millis(100)),
             )
             .await;
-        assert_eq!(result, Err(Error::Outcome(Outcome::TimedOut)));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(
+            matches!(result, Err(Error::Outcome(Outcome::NotApplied(_)))),
+            "{result:?}"
+        );
+    })
+}
+
+#[test]
+fn a_call_dropped_before_it_was_written_is_never_sent() {
+    let net = Net::new();
+    // The first two connects are refused; the queue policy holds the SET.
+    net.refuse.set(2);
+    let mut config = fast_config();
+    config.queue.offline = OfflinePolicy::Queue;
+    scenario!(net, client, config, {
+        let set = client.call(
+            |b| encode::set(b, b"k", b"dropped", &Default::default()),
+            CallOptions::idempotent_write(Duration::from_secs(2)),
+        );
+        match select(set, Timer::after(Duration::from_millis(10))).await {
+            Either::First(result) => panic!("answered while refused: {result:?}"),
+            // The caller gives up: its future is dropped.
+            Either::Second(()) => {}
+        }
+        assert!(client.wait_ready(Duration::from_secs(2)).await);
+        // Ready: the core asked for the SET, the runner withdrew it.
+        Timer::after(Duration::from_millis(50)).await;
+        let got = client.call(|b| encode::get(b, b"k"), GET).await;
+        assert_eq!(got.expect("GET answered").frame(), Frame::Null);
+        assert!(!net.seen.borrow().iter().any(|c| c == b"SET"));
     })
 }
 

@@ -2,8 +2,9 @@
 //! with DHCP, one Redis connection run by resilis-core through the
 //! `resilis-embassy` driver, plain or TLS 1.3 as `config::REDIS_URL` says.
 //! Every `HEARTBEAT_PERIOD` it SETs a heartbeat key and reads a setpoint;
-//! while the core reports Redis unavailable, reads come from the fallback
-//! cache and writes stay local. Logs over defmt-RTT.
+//! while Redis is unavailable, the core answers the read from the fallback
+//! cache (when it holds the key) and fails the write with the reason. Logs
+//! over defmt-RTT.
 //!
 //! The same driver and application code run on the host in
 //! `resilis-embassy-host`, which `tap-test.sh` checks against a real
@@ -176,18 +177,20 @@ async fn main(spawner: Spawner) {
             )
             .await
         {
-            Ok(written) => info!("heartbeat {}: {}", seq, written),
+            Ok(()) => info!("heartbeat {}: acknowledged", seq),
+            // During an outage: not applied, with the reason.
             Err(error) => warn!("heartbeat {}: {}", seq, error),
         }
-        let read = app.get(config::SETPOINT_KEY).await;
         let status = app.status();
-        info!(
-            "setpoint {=[u8]:a} from {} (redis {}, fallback {})",
-            read.value.as_deref().unwrap_or(b"<none>"),
-            read.source,
-            status.phase,
-            status.fallback_active
-        );
+        match app.get(config::SETPOINT_KEY).await {
+            Ok(read) => info!(
+                "setpoint {=[u8]:a} from {} (redis {})",
+                read.value().unwrap_or(b"<none>"),
+                read.source(),
+                status.phase,
+            ),
+            Err(error) => warn!("setpoint: {} (redis {})", error, status.phase),
+        }
         Timer::after(config::HEARTBEAT_PERIOD).await;
     }
 }

@@ -13,10 +13,13 @@
 //!    plaintext to the TLS port (the seed's production failure) diagnosed as
 //!    `TlsRequired`, and TLS to the plaintext port as `TlsTimeout` (a
 //!    plaintext Redis stays silent on a ClientHello);
-//! 4. outage: prints `OUTAGE_READY`, then reads and heartbeats every 250 ms
-//!    while the script restarts redis-server; reads must come from the
-//!    fallback cache while the core says Redis is down, the core's backoff
-//!    must reconnect, and both connections must be ready and answering again.
+//! 4. outage: prints `OUTAGE_READY`, then heartbeats and reads every 250 ms
+//!    while the script restarts redis-server. While Redis is down, the core
+//!    decides: reads of a cached key are answered from the fallback cache
+//!    with the value Redis acknowledged, reads of a key never cached fail
+//!    with the reason (not a silent "absent"), and heartbeat writes fail as
+//!    not applied, with the reason. The core's backoff must reconnect, and
+//!    both connections must be ready and answering again.
 
 use std::time::SystemTime;
 
@@ -26,10 +29,10 @@ use embassy_net_tuntap::TunTapDevice;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_time::{Duration, Instant, Timer};
 use rand_core::{OsRng, RngCore};
-use resilis_core::{Config, DisconnectReason, Event, PhaseKind};
+use resilis_core::{Config, DisconnectReason, Event, Outcome, PhaseKind, SubmitError};
 use resilis_embassy::net::{TcpConnector, TlsConnector, TlsOptions, Verify};
-use resilis_embassy::{Client, Shared};
-use resilis_gateway::{Gateway, Source, Written};
+use resilis_embassy::{Client, Error, Shared};
+use resilis_gateway::{Gateway, GatewayError, Read};
 
 type Mutex = CriticalSectionRawMutex;
 type Link = TlsConnector<'static, OsRng, SystemTime>;
@@ -216,13 +219,12 @@ async fn basic_checks(name: &str, app: &mut App) {
     pass(&format!("{name}: PING -> PONG"));
     let key = format!("resilis:e2e:{name}");
     let value = format!("value-over-{name}");
-    match app.set(&key, value.as_bytes(), Some(300)).await {
-        Ok(Written::Redis) => {}
-        other => fail(&format!("{name}: SET {key}: {other:?}")),
+    if let Err(e) = app.set(&key, value.as_bytes(), Some(300)).await {
+        fail(&format!("{name}: SET {key}: {e:?}"));
     }
-    let read = app.get(&key).await;
-    if read.source != Source::Redis || read.value.as_deref() != Some(value.as_bytes()) {
-        fail(&format!("{name}: GET {key}: {read:?}"));
+    match app.get(&key).await {
+        Ok(Read::Redis(Some(got))) if got == value.as_bytes() => {}
+        other => fail(&format!("{name}: GET {key}: {other:?}")),
     }
     pass(&format!("{name}: SET {key} then GET -> {value:?}"));
 }
@@ -333,13 +335,30 @@ async fn main(spawner: Spawner) {
     std::process::exit(0)
 }
 
+/// A write refused because Redis is unavailable, certainly not applied,
+/// with the core's reason.
+fn refused_with_reason(result: &Result<(), GatewayError>) -> bool {
+    matches!(
+        result,
+        Err(GatewayError::Call(
+            Error::Submit(SubmitError::NotReady {
+                reason: Some(_),
+                ..
+            }) | Error::Outcome(Outcome::NotApplied(_))
+        ))
+    )
+}
+
 /// Reads and heartbeats through a redis-server restart.
 async fn outage(plain: &mut App, tls: &mut App) {
     let key = "resilis:e2e:plain";
+    let unknown = "resilis:e2e:never-written";
     let cached = b"value-over-plain";
     println!("OUTAGE_READY");
     let deadline = Instant::now() + Duration::from_secs(100);
     let mut fallback_reads = 0;
+    let mut refused_writes = 0;
+    let mut unknown_errors = 0;
     let mut seq = 0u32;
     while Instant::now() < deadline {
         seq += 1;
@@ -352,21 +371,44 @@ async fn outage(plain: &mut App, tls: &mut App) {
             .await;
         let read = plain.get(key).await;
         let status = plain.status();
+        let (shown, source) = match &read {
+            Ok(r) => (
+                format!("{:?}", r.value().map(String::from_utf8_lossy)),
+                format!("{:?}", r.source()),
+            ),
+            Err(e) => (format!("{e:?}"), "none".to_string()),
+        };
         println!(
-            "read {key} -> {:?} source={:?} phase={} heartbeat={heartbeat:?}",
-            read.value
-                .as_deref()
-                .map(|v| String::from_utf8_lossy(v).into_owned()),
-            read.source,
+            "read {key} -> {shown} source={source} phase={} heartbeat={heartbeat:?}",
             status.phase.as_str(),
         );
-        if read.source == Source::Fallback {
-            if read.value.as_deref() != Some(&cached[..]) {
-                fail(&format!(
-                    "fallback read of {key} lost the cached value: {read:?}"
-                ));
+        if refused_with_reason(&heartbeat) {
+            refused_writes += 1;
+        }
+        match read {
+            Ok(Read::Fallback { value, reason }) => {
+                if value != cached[..] {
+                    fail(&format!(
+                        "fallback read of {key} returned {value:?}, not the acknowledged value"
+                    ));
+                }
+                fallback_reads += 1;
+                // The same outage, a key the cache never held: an error
+                // with the reason, never "absent".
+                match plain.get(unknown).await {
+                    Err(GatewayError::Unavailable(why)) => {
+                        println!("read {unknown} -> Unavailable({why:?}) (outage: {reason:?})");
+                        unknown_errors += 1;
+                    }
+                    // Redis came back in between: absent is its answer.
+                    Ok(Read::Redis(None)) => {}
+                    other => fail(&format!("outage: read of {unknown}: {other:?}")),
+                }
             }
-            fallback_reads += 1;
+            Ok(Read::Redis(_)) => {}
+            // The reason of any other failure is printed above; only a
+            // read the core sent to the cache is checked here.
+            Err(_) => {}
         }
         if fallback_reads > 0 && status.phase == PhaseKind::Ready && !status.fallback_active {
             break;
@@ -378,6 +420,18 @@ async fn outage(plain: &mut App, tls: &mut App) {
     }
     pass(&format!(
         "outage: {fallback_reads} reads served from the fallback cache while Redis was down"
+    ));
+    if unknown_errors == 0 {
+        fail("outage: no read of an uncached key failed with the reason");
+    }
+    pass(&format!(
+        "outage: {unknown_errors} reads of an uncached key failed as Unavailable(reason)"
+    ));
+    if refused_writes == 0 {
+        fail("outage: no heartbeat was refused as not applied");
+    }
+    pass(&format!(
+        "outage: {refused_writes} heartbeats refused as not applied, with the reason"
     ));
     if plain.status().phase != PhaseKind::Ready {
         fail(&format!(

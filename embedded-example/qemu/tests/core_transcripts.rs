@@ -1,7 +1,8 @@
 //! The core's connection transcripts on the real instruction set: connect →
 //! ready → ping timeout → backoff → down → probe → ready, TLS ordering, the
-//! seed's "TLS-only server closes the plaintext socket" diagnosis, and a
-//! command round trip. Each test reads as the conversation between an
+//! seed's "TLS-only server closes the plaintext socket" diagnosis, a
+//! command round trip, and the outage decision (fallback reads, refused
+//! writes). Each test reads as the conversation between an
 //! adapter and the core, with a virtual clock that jumps to the next timer.
 #![no_std]
 #![no_main]
@@ -9,10 +10,11 @@
 use cortex_m_rt::entry;
 use heapless::Vec;
 use panic_semihosting as _;
+use resilis_core::command::Class;
 use resilis_core::resp::Frame;
 use resilis_core::{
-    CommandId, Config, Connection, DisconnectReason, Duration, Event, Instant, Output, PhaseKind,
-    Protocol, Received, ServerVersion, Submit, TlsEvidence, TransportError,
+    CommandId, Config, Connection, DisconnectReason, Duration, Event, Instant, Outcome, Output,
+    PhaseKind, Protocol, Received, ServerVersion, Submit, SubmitError, TlsEvidence, TransportError,
 };
 
 const HELLO3_REPLY: &[u8] =
@@ -28,7 +30,7 @@ enum Rec {
     Cmd(CommandId),
     Close,
     Ev(Event),
-    Resolved(CommandId),
+    Resolved(CommandId, Outcome),
 }
 
 fn tx(bytes: &[u8]) -> Rec {
@@ -61,7 +63,7 @@ impl T {
                 Output::Transmit(b) => tx(b),
                 Output::TransmitCommand(id) => Rec::Cmd(id),
                 Output::Close => Rec::Close,
-                Output::Resolved { id, .. } => Rec::Resolved(id),
+                Output::Resolved { id, outcome } => Rec::Resolved(id, outcome),
                 Output::Event(Event::PhaseChanged { .. }) => continue,
                 Output::Event(e) => Rec::Ev(e),
                 Output::Wait(_) => return out,
@@ -333,8 +335,7 @@ fn command_round_trip_and_offline_queue() {
     let submit = Submit {
         len: 27,
         deadline: Instant::from_millis(1_000),
-        idempotent: true,
-        blocking: false,
+        class: Class::CACHED_READ,
     };
     let id = t.conn.handle_submit(t.now, submit).expect("queue has room");
     assert_eq!(t.conn.queued(), 1);
@@ -386,16 +387,69 @@ fn command_deadline_resolves_without_reply() {
     let submit = Submit {
         len: 10,
         deadline: Instant::from_millis(500),
-        idempotent: false,
-        blocking: false,
+        class: Class::WRITE,
     };
     let id = t.conn.handle_submit(t.now, submit).expect("queue has room");
     t.conn.handle_start(t.now);
     t.drain();
     // Never connected in time: the command is resolved, never sent.
-    assert_eq!(t.advance(), [Rec::Resolved(id)]);
+    assert_eq!(t.advance(), [Rec::Resolved(id, Outcome::TimedOut)]);
     assert_eq!(t.ms(), 500);
     assert_eq!(t.conn.stats().timed_out, 1);
+}
+
+fn outage_answers_reads_from_the_cache_and_refuses_writes() {
+    let mut t = T::new(Config::default());
+    let submit = |class| Submit {
+        len: 20,
+        deadline: Instant::from_millis(60_000),
+        class,
+    };
+    // Before the first attempt has failed, everything waits for it.
+    let get = t.conn.handle_submit(t.now, submit(Class::CACHED_READ));
+    let get = get.expect("queue has room");
+    let incr = t.conn.handle_submit(t.now, submit(Class::WRITE));
+    let incr = incr.expect("queue has room");
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Refused);
+    // The failure is the diagnosis: the queued commands learn it now, not
+    // at their deadline.
+    let reason = DisconnectReason::Transport(TransportError::Refused);
+    assert_eq!(
+        t.drain(),
+        [
+            Rec::Ev(Event::Disconnected { reason }),
+            Rec::Ev(Event::FallbackEngaged { reason }),
+            Rec::Ev(Event::Reconnecting {
+                attempt: 1,
+                max_attempts: 10,
+                delay: Duration::from_millis(100)
+            }),
+            Rec::Resolved(get, Outcome::Fallback(reason)),
+            Rec::Resolved(incr, Outcome::NotApplied(reason)),
+        ]
+    );
+    assert_eq!(t.conn.outage_reason(), Some(reason));
+    // From now on the core decides at once: the cache answers a cached read,
+    assert_eq!(t.conn.queued(), 0);
+    let get = t.conn.handle_submit(t.now, submit(Class::CACHED_READ));
+    let get = get.expect("a fallback read is taken");
+    assert_eq!(t.drain(), [Rec::Resolved(get, Outcome::Fallback(reason))]);
+    // a write is refused with the reason (never held to be applied later),
+    for class in [Class::WRITE, Class::IDEMPOTENT_WRITE, Class::READ] {
+        assert_eq!(
+            t.conn.handle_submit(t.now, submit(class)),
+            Err(SubmitError::NotReady {
+                phase: PhaseKind::Backoff,
+                reason: Some(reason)
+            })
+        );
+    }
+    assert_eq!(t.drain(), []);
+    let stats = t.conn.stats();
+    assert_eq!((stats.fallback, stats.not_applied), (2, 1));
 }
 
 #[entry]
@@ -427,6 +481,10 @@ fn main() -> ! {
             (
                 "command_deadline_resolves_without_reply",
                 command_deadline_resolves_without_reply,
+            ),
+            (
+                "outage_answers_reads_from_the_cache_and_refuses_writes",
+                outage_answers_reads_from_the_cache_and_refuses_writes,
             ),
         ],
     )

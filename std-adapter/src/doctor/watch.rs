@@ -253,13 +253,13 @@ impl View {
             &mut s,
             "counters",
             format!(
-                "reconnects {} · commands ok {} failed {} timed out {} · fallback hits {} · outage writes {}",
+                "reconnects {} · commands ok {} failed {} timed out {} · fallback hits {} misses {}",
                 c.reconnects,
                 c.commands_ok,
                 c.commands_failed,
                 c.commands_timed_out,
                 c.fallback_hits,
-                c.outage_writes
+                c.fallback_misses
             ),
         );
         s.push_str("\n  events:\n");

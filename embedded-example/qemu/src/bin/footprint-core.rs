@@ -11,6 +11,7 @@
 use core::hint::black_box;
 use cortex_m_rt::entry;
 use panic_halt as _;
+use resilis_core::command::Class;
 use resilis_core::resp::encode::{self, SetOptions};
 use resilis_core::resp::{Decoded, Frame, decode};
 use resilis_core::{
@@ -66,8 +67,7 @@ fn main() -> ! {
                 Submit {
                     len,
                     deadline: now + Duration::from_secs(5),
-                    idempotent: true,
-                    blocking: false,
+                    class: Class::IDEMPOTENT_WRITE,
                 },
             ));
             let len = encode::get(&mut commands[1], b"gw:heartbeat").unwrap_or(0);
