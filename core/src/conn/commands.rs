@@ -100,6 +100,18 @@ impl Slot {
         self.state == SlotState::Live && self.class().is_some_and(Class::may_wait)
     }
 
+    /// Resolution of a command whose caller withdrew it: a write that was
+    /// written (on this connection, or on an earlier one before a resend)
+    /// may have run; anything else was never applied.
+    fn cancelled(&self, written_now: bool) -> Outcome {
+        let read = self.class().is_some_and(Class::read_only);
+        if (written_now || self.written_before) && !read {
+            Outcome::Indeterminate(IndeterminateCause::Cancelled)
+        } else {
+            Outcome::Cancelled
+        }
+    }
+
     /// Resolution of a command that will get no reply and is not resent.
     /// `outage`: why Redis is unavailable, when known.
     fn unanswered(&self, outage: Option<DisconnectReason>, policy: OfflinePolicy) -> Outcome {
@@ -385,15 +397,7 @@ impl<const N: usize> Commands<N> {
             && let Some(slot) = self.in_flight.pop_back()
         {
             self.in_flight_bytes -= slot.len;
-            // Not written on this connection; but a resend may have run on
-            // an earlier one.
-            let read = slot.class().is_some_and(Class::read_only);
-            let outcome = if slot.written_before && !read {
-                Outcome::Indeterminate(IndeterminateCause::Cancelled)
-            } else {
-                Outcome::Cancelled
-            };
-            let _ = self.resolutions.push_back((id, outcome));
+            let _ = self.resolutions.push_back((id, slot.cancelled(false)));
             return Cancelled::Unsent;
         }
         let mut found = false;
@@ -404,13 +408,7 @@ impl<const N: usize> Commands<N> {
             if slot.id == id {
                 found = true;
                 self.queued_bytes -= slot.len;
-                let read = slot.class().is_some_and(Class::read_only);
-                let outcome = if slot.written_before && !read {
-                    Outcome::Indeterminate(IndeterminateCause::Cancelled)
-                } else {
-                    Outcome::Cancelled
-                };
-                let _ = self.resolutions.push_back((id, outcome));
+                let _ = self.resolutions.push_back((id, slot.cancelled(false)));
             } else {
                 let _ = self.queue.push_back(slot);
             }
@@ -421,15 +419,8 @@ impl<const N: usize> Commands<N> {
         for slot in self.in_flight.iter_mut() {
             if slot.id == id && slot.state == SlotState::Live {
                 slot.state = SlotState::Abandoned;
-                let class = slot.class().unwrap_or(Class::UNKNOWN);
-                let blocking = class.blocking();
-                let outcome = if class.read_only() {
-                    // A read changes nothing, whenever its caller leaves.
-                    Outcome::Cancelled
-                } else {
-                    Outcome::Indeterminate(IndeterminateCause::Cancelled)
-                };
-                let _ = self.resolutions.push_back((id, outcome));
+                let blocking = slot.class().is_some_and(Class::blocking);
+                let _ = self.resolutions.push_back((id, slot.cancelled(true)));
                 return Cancelled::Written { blocking };
             }
         }
