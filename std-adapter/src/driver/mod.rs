@@ -17,9 +17,7 @@
 //! Pipelining falls out of step 2: every submission waiting in the channel
 //! is taken at once, so concurrent callers share one write syscall.
 
-use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -31,13 +29,16 @@ use resilis_core::{
     CommandId, Config, Connection, DisconnectReason, Event, Instant as CoreInstant, Outcome,
     Output, PhaseKind, Received, Submit, SubmitError, TransportError,
 };
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::ReadBuf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant as TokioInstant, Sleep};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+
+mod pending;
+mod transport;
+
+use pending::{Pending, PendingTable};
+use transport::{Connected, Connecting, Transport, connect_tcp};
+pub(crate) use transport::{TlsSetup, classify_io_error};
 
 use crate::error::Error;
 use crate::fallback::Lookup;
@@ -77,116 +78,6 @@ pub(crate) struct Command {
 pub(crate) struct Reply {
     pub value: Value,
     pub from_cache: bool,
-}
-
-struct Pending {
-    bytes: Vec<u8>,
-    waiter: oneshot::Sender<Result<Reply, Error>>,
-    class: Class,
-}
-
-/// Commands the core knows, by id. The core hands out consecutive ids and
-/// resolves them roughly in order, so a deque indexed from the oldest live id
-/// does it without hashing.
-#[derive(Default)]
-struct PendingTable {
-    base: u64,
-    slots: VecDeque<Option<Pending>>,
-}
-
-impl PendingTable {
-    fn insert(&mut self, id: CommandId, pending: Pending) {
-        if self.slots.is_empty() {
-            self.base = id.0;
-        }
-        let Some(index) = id.0.checked_sub(self.base).map(|i| i as usize) else {
-            // Ids only grow; an older one would be a core bug. Resolve it
-            // now rather than leak the caller.
-            finish(pending.waiter, Err(Error::Shutdown), None);
-            return;
-        };
-        while self.slots.len() < index {
-            self.slots.push_back(None);
-        }
-        if index == self.slots.len() {
-            self.slots.push_back(Some(pending));
-        } else {
-            self.slots[index] = Some(pending);
-        }
-    }
-
-    fn get(&self, id: CommandId) -> Option<&Pending> {
-        let index = id.0.checked_sub(self.base)? as usize;
-        self.slots.get(index)?.as_ref()
-    }
-
-    fn get_mut(&mut self, id: CommandId) -> Option<&mut Pending> {
-        let index = id.0.checked_sub(self.base)? as usize;
-        self.slots.get_mut(index)?.as_mut()
-    }
-
-    fn take(&mut self, id: CommandId) -> Option<Pending> {
-        let index = id.0.checked_sub(self.base)? as usize;
-        let taken = self.slots.get_mut(index)?.take();
-        while matches!(self.slots.front(), Some(None)) {
-            self.slots.pop_front();
-            self.base += 1;
-        }
-        taken
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = Pending> + '_ {
-        self.slots.drain(..).flatten()
-    }
-}
-
-enum Transport {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Transport {
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            // Nothing is buffered above the socket.
-            Transport::Plain(_) => Poll::Ready(Ok(())),
-            Transport::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-}
-
-type Step<T> = Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send>>;
-
-enum Connecting {
-    Tcp(Step<TcpStream>),
-    Tls(Step<TlsStream<TcpStream>>),
-}
-
-enum Connected {
-    Tcp(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-/// TLS as the driver needs it: the shared rustls config and the name.
-#[derive(Clone)]
-pub(crate) struct TlsSetup {
-    pub connector: TlsConnector,
-    pub server_name: ServerName<'static>,
-    pub insecure: bool,
 }
 
 /// What one wake brought.
@@ -889,95 +780,9 @@ impl Driver {
     }
 }
 
-pub(crate) fn classify_io_error(e: &io::Error) -> TransportError {
-    use io::ErrorKind::*;
-    match e.kind() {
-        ConnectionRefused => TransportError::Refused,
-        ConnectionReset | ConnectionAborted | BrokenPipe => TransportError::Reset,
-        UnexpectedEof => TransportError::Closed,
-        TimedOut => TransportError::TimedOut,
-        _ => TransportError::Other,
-    }
-}
-
-async fn connect_tcp(
-    host: String,
-    port: u16,
-    keepalive: Duration,
-) -> Result<TcpStream, TransportError> {
-    let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|_| TransportError::Dns)?
-        .collect();
-    let mut last = TransportError::Dns;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                tune_socket(&stream, keepalive);
-                return Ok(stream);
-            }
-            Err(e) => last = classify_io_error(&e),
-        }
-    }
-    Err(last)
-}
-
-/// TCP_NODELAY (requests are already coalesced per drain; Nagle would only
-/// add latency), keepalive after `idle` with probes every idle/3 (at least
-/// 1 s), and on Linux TCP_USER_TIMEOUT matching the keepalive verdict, so
-/// unacknowledged writes to a vanished peer fail as fast as an idle socket.
-fn tune_socket(stream: &TcpStream, idle: Duration) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!("TCP_NODELAY not set: {e}");
-    }
-    if idle.is_zero() {
-        return;
-    }
-    let sock = socket2::SockRef::from(stream);
-    let interval = (idle / 3).max(Duration::from_secs(1));
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(idle)
-        .with_interval(interval);
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos"))]
-    let keepalive = keepalive.with_retries(3);
-    if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
-        tracing::debug!("TCP keepalive not set: {e}");
-    }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Err(e) = sock.set_tcp_user_timeout(Some(idle + interval * 3)) {
-        tracing::debug!("TCP_USER_TIMEOUT not set: {e}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pending_table_tolerates_out_of_order_resolution() {
-        let mut table = PendingTable::default();
-        for id in 1..=4 {
-            table.insert(
-                CommandId(id),
-                Pending {
-                    bytes: vec![id as u8],
-                    waiter: oneshot::channel().0,
-                    class: Class::READ,
-                },
-            );
-        }
-        assert_eq!(table.take(CommandId(3)).map(|p| p.bytes), Some(vec![3]));
-        assert_eq!(table.slots.len(), 4, "a hole in the middle stays");
-        assert_eq!(table.take(CommandId(1)).map(|p| p.bytes), Some(vec![1]));
-        assert_eq!(table.base, 2);
-        assert!(table.get(CommandId(2)).is_some());
-        assert!(table.take(CommandId(3)).is_none(), "taken once only");
-        assert!(table.take(CommandId(2)).is_some());
-        assert_eq!(table.base, 4, "the hole is skipped once the front is gone");
-        assert!(table.take(CommandId(4)).is_some());
-        assert!(table.slots.is_empty());
-        assert!(table.take(CommandId(99)).is_none());
-    }
 
     #[test]
     fn command_key_reads_the_first_argument() {
@@ -1001,14 +806,5 @@ mod tests {
         assert_eq!(buf.len(), 32 * 1024, "compaction was enough");
         make_room(&mut buf, &mut start, &mut end, Some(100 * 1024));
         assert!(buf.len() >= 100 * 1024);
-    }
-
-    #[test]
-    fn io_errors_map_to_transport_errors() {
-        let e = |k| classify_io_error(&io::Error::from(k));
-        assert_eq!(e(io::ErrorKind::ConnectionRefused), TransportError::Refused);
-        assert_eq!(e(io::ErrorKind::ConnectionReset), TransportError::Reset);
-        assert_eq!(e(io::ErrorKind::UnexpectedEof), TransportError::Closed);
-        assert_eq!(e(io::ErrorKind::Other), TransportError::Other);
     }
 }
