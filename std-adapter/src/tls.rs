@@ -381,7 +381,7 @@ pub(crate) fn classify_tls_error(error: &std::io::Error) -> resilis_core::Transp
             _ => TransportError::TlsOther,
         };
     }
-    crate::driver::classify_io_error(error)
+    crate::driver::transport::classify_io_error(error)
 }
 
 #[cfg(test)]

@@ -34,11 +34,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant as TokioInstant, Sleep};
 
 mod pending;
-mod transport;
+pub(crate) mod transport;
 
 use pending::{Pending, PendingTable};
-use transport::{Connected, Connecting, Transport, connect_tcp};
-pub(crate) use transport::{TlsSetup, classify_io_error};
+pub(crate) use transport::TlsSetup;
+use transport::{Connected, Connecting, Transport, classify_io_error, connect_tcp};
 
 use crate::error::Error;
 use crate::fallback::Lookup;
