@@ -235,6 +235,42 @@ mod tests {
     }
 
     #[test]
+    fn the_generator_is_splitmix64() {
+        // Known answers of the reference splitmix64.c for seed 0: the jitter
+        // schedule of a given seed is the same on every machine and build.
+        let mut rng = SplitMix64(0);
+        assert_eq!(rng.next(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(rng.next(), 0x6E78_9E6A_A1B9_65F4);
+        assert_eq!(rng.next(), 0x06C4_5D18_8009_454F);
+    }
+
+    #[test]
+    fn jitter_uses_the_whole_spread() {
+        // 50 % jitter on a 3 s cap: delays fall anywhere in [1.5 s, 3 s],
+        // not in a sliver of it.
+        let config = BackoffConfig {
+            jitter_percent: 50,
+            max_attempts: 400,
+            ..Default::default()
+        };
+        let mut b = Backoff::new(config);
+        let (mut low, mut high) = (Duration::MAX, Duration::ZERO);
+        for i in 0..400 {
+            let Step::Retry { delay, .. } = b.next_step() else {
+                panic!("schedule ended early");
+            };
+            // From the sixth attempt on, the nominal delay is the cap.
+            if i >= 5 {
+                low = low.min(delay);
+                high = high.max(delay);
+            }
+        }
+        assert!(low < ms(1_650), "lowest capped delay {low:?}");
+        assert!(high > ms(2_850), "highest capped delay {high:?}");
+        assert!(high <= ms(3_000) && low >= ms(1_500));
+    }
+
+    #[test]
     fn huge_factors_do_not_overflow() {
         let config = BackoffConfig {
             factor: u32::MAX,
