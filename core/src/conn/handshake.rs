@@ -183,6 +183,26 @@ mod tests {
     }
 
     #[test]
+    fn hello_fields_may_come_as_verbatim_strings() {
+        let reply = b"%2\r\n$7\r\nversion\r\n=9\r\ntxt:7.2.4\r\n$5\r\nproto\r\n:3\r\n";
+        let Ok(crate::resp::Decoded::Frame { frame, .. }) =
+            crate::resp::decode(reply, &crate::resp::Limits::REDIS)
+        else {
+            panic!("the test's reply decodes");
+        };
+        let (version, proto) = parse_hello(&frame);
+        assert_eq!(
+            version,
+            Some(ServerVersion {
+                major: 7,
+                minor: 2,
+                patch: 4
+            })
+        );
+        assert_eq!(proto, Some(3));
+    }
+
+    #[test]
     fn versions() {
         assert_eq!(
             parse_version(b"7.0.15"),

@@ -1351,3 +1351,301 @@ fn a_cancelled_resend_that_may_have_run_is_indeterminate() {
         )]
     );
 }
+
+// ----- what the mutation check found unobserved -----------------------------
+
+#[test]
+fn byte_and_slot_accounting_follows_every_move() {
+    let mut config = Config::default();
+    config.queue.offline = OfflinePolicy::Queue;
+    let mut t = T::new(config);
+    // Queued while connecting: 20 bytes each.
+    let a = t.submit(true, 60_000).unwrap();
+    let b = t.submit(false, 60_000).unwrap();
+    let c = t.submit(false, 100).unwrap();
+    assert_eq!((t.conn.queued(), t.conn.queued_bytes()), (3, 60));
+    assert_eq!(t.conn.room(), 8 - 3 - 1);
+    t.conn.handle_cancel(t.now, b);
+    assert_eq!(t.conn.queued_bytes(), 40);
+    // Resolved but not yet polled: still holds a slot.
+    assert_eq!(t.conn.room(), 8 - 2 - 1 - 1);
+    t.drain();
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.advance_by(100);
+    assert_eq!(
+        (t.conn.queued(), t.conn.queued_bytes()),
+        (1, 20),
+        "c expired"
+    );
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.finish_handshake();
+    assert_eq!((t.conn.queued_bytes(), t.conn.in_flight()), (0, 1));
+    assert_eq!(t.conn.in_flight_bytes(), 20);
+    // Lost in flight: `a` (resend-safe) goes back to the queue with its bytes.
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    assert_eq!((t.conn.in_flight(), t.conn.in_flight_bytes()), (0, 0));
+    assert_eq!((t.conn.queued(), t.conn.queued_bytes()), (1, 20));
+    // Given up on: nothing is held any more.
+    t.conn.handle_shutdown(t.now);
+    t.drain();
+    assert_eq!((t.conn.queued(), t.conn.queued_bytes()), (0, 0));
+    assert_eq!(t.conn.room(), 8 - 1);
+    let _ = (a, c);
+}
+
+#[test]
+fn stats_count_what_happened() {
+    let mut config = Config::default();
+    config.ping_interval = Duration::from_millis(1_000);
+    let mut t = T::new(config);
+    t.ready();
+    // A keepalive PING and its answer.
+    let out = t.advance_by(1_000);
+    assert!(
+        out.contains(&Rec::Tx(b"*1\r\n$4\r\nPING\r\n".to_vec())),
+        "{out:?}"
+    );
+    t.recv(b"+PONG\r\n");
+    let answered = t.submit(true, 60_000).unwrap();
+    let timed_out = t.submit(false, t.ms() + 10).unwrap();
+    let cancelled = t.submit(false, 60_000).unwrap();
+    t.conn.handle_cancel(t.now, cancelled);
+    t.drain();
+    t.recv(b"+OK\r\n");
+    t.advance_by(10);
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    let get = t.submit_class(Class::CACHED_READ, 60_000).unwrap();
+    t.drain();
+    let stats = t.conn.stats();
+    assert_eq!(stats.connects, 1);
+    assert_eq!(stats.ready_count, 1);
+    assert_eq!(stats.pings_sent, 1);
+    assert_eq!(
+        stats.commands_submitted, 3,
+        "the cache's answer is no submission"
+    );
+    assert_eq!(stats.replies, 1);
+    assert_eq!(
+        stats.indeterminate, 1,
+        "the write that timed out unanswered"
+    );
+    assert_eq!(stats.cancelled, 1, "withdrawn before it was written");
+    assert_eq!(stats.fallback, 1);
+    assert_eq!(stats.disconnects, 1);
+    assert!(stats.last_ping_rtt.is_some());
+    let _ = (answered, timed_out, get);
+    // Events nobody drains are counted when the oldest are dropped.
+    for _ in 0..40 {
+        t.conn.handle_retry(t.now);
+        t.conn
+            .handle_transport_failed(t.now, TransportError::Refused);
+    }
+    assert!(t.conn.stats().events_dropped > 0);
+    t.drain();
+    let before = t.conn.stats();
+    let reset = t.submit(true, 60_000);
+    assert!(reset.is_err());
+    assert_eq!(t.conn.stats().not_applied, before.not_applied);
+}
+
+#[test]
+fn no_ping_goes_out_while_a_command_awaits_its_reply() {
+    let mut config = Config::default();
+    config.ping_interval = Duration::from_millis(1_000);
+    config.ping_timeout = Duration::from_millis(5_000);
+    let mut t = T::new(config);
+    t.ready();
+    t.submit(true, 60_000).unwrap();
+    t.drain();
+    // The ping timer fires with the command unanswered: its reply (or its
+    // absence, through `dead_at`) says all a PING would.
+    for _ in 0..3 {
+        let out = t.advance_by(1_000);
+        assert!(!out.iter().any(|r| matches!(r, Rec::Tx(_))), "{out:?}");
+    }
+    assert_eq!(t.conn.stats().pings_sent, 0);
+}
+
+#[test]
+fn wait_suspends_liveness_until_its_deadline_and_not_after() {
+    let mut config = Config::default();
+    config.ping_timeout = Duration::from_millis(300);
+    let mut t = T::new(config);
+    t.ready();
+    let wait = Class::new(crate::command::Flags::SAME_CONN);
+    let id = t.submit_class(wait, 2_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(id)]);
+    // WAIT 1 1500 waits for a replica: silence is expected until its deadline.
+    t.advance_by(1_500);
+    assert_eq!(t.conn.phase(), PhaseKind::Ready);
+    t.advance_by(400);
+    assert_eq!(t.conn.phase(), PhaseKind::Ready);
+    // After the deadline the connection is judged again, and it is not
+    // closed for the abandoned WAIT (it takes nothing).
+    let out = t.advance_by(100);
+    assert!(out.contains(&Rec::Resolved(
+        id,
+        Outcome::Indeterminate(IndeterminateCause::TimedOut)
+    )));
+    assert_eq!(t.conn.phase(), PhaseKind::Ready);
+    t.advance_by(300);
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::PingTimeout));
+}
+
+#[test]
+fn an_abandoned_command_leaves_no_past_deadline_behind() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    t.submit(false, 100).unwrap();
+    t.drain();
+    t.advance_by(100);
+    // Its reply may still come; the adapter must not be woken in a loop.
+    let next = t.conn.poll_timeout().expect("liveness timer");
+    assert!(
+        next > t.now,
+        "poll_timeout {next:?} is not after now {:?}",
+        t.now
+    );
+}
+
+#[test]
+fn bounds_are_inclusive() {
+    let mut config = Config::default();
+    config.queue.offline = OfflinePolicy::Queue;
+    config.queue.max_bytes = 40;
+    let mut t = T::new(config);
+    let exactly = |len| Submit {
+        len,
+        deadline: Instant::from_millis(60_000),
+        class: Class::WRITE,
+    };
+    // One command of exactly the bound fits; two that add up to it too.
+    assert!(t.conn.handle_submit(t.now, exactly(40)).is_ok());
+    t.conn.handle_shutdown(t.now);
+    let mut t = T::new(t.conn.config().clone());
+    assert!(t.conn.handle_submit(t.now, exactly(20)).is_ok());
+    assert!(t.conn.handle_submit(t.now, exactly(20)).is_ok());
+    assert!(matches!(
+        t.conn.handle_submit(t.now, exactly(1)),
+        Err(SubmitError::Backpressure { .. })
+    ));
+}
+
+#[test]
+fn fail_fast_takes_commands_while_ready() {
+    let mut config = Config::default();
+    config.queue.offline = OfflinePolicy::FailFast;
+    let mut t = T::new(config);
+    t.ready();
+    let id = t.submit(false, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(id)]);
+}
+
+#[test]
+fn tls_established_starts_the_handshake() {
+    let mut config = Config::default();
+    config.tls = true;
+    let mut t = T::new(config);
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    assert_eq!(t.drain(), []);
+    assert_eq!(t.conn.phase(), PhaseKind::TlsHandshake);
+    t.conn.handle_tls_established(t.now);
+    assert_eq!(
+        t.drain(),
+        [
+            Rec::Ev(Event::Connected),
+            Rec::Tx(hello_bytes(&["HELLO", "3"]))
+        ]
+    );
+    // Over TLS, a close before any reply is not "TLS required".
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Closed);
+    assert_eq!(
+        t.conn.last_reason(),
+        Some(DisconnectReason::Transport(TransportError::Closed))
+    );
+}
+
+#[test]
+fn a_tls_record_once_ready_is_a_protocol_error() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    t.submit(true, 60_000).unwrap();
+    t.drain();
+    assert_eq!(t.recv(&[0x15, 0x03, 0x03, 0x00, 0x02]), [Received::Discard]);
+    assert!(
+        matches!(t.conn.last_reason(), Some(DisconnectReason::Protocol(_))),
+        "{:?}",
+        t.conn.last_reason()
+    );
+}
+
+#[test]
+fn a_probe_after_the_schedule_counts_past_it() {
+    let mut config = Config::default();
+    config.backoff.max_attempts = 2;
+    let mut t = T::new(config);
+    t.conn.handle_start(t.now);
+    t.drain();
+    let mut probes = Vec::new();
+    for _ in 0..4 {
+        t.conn
+            .handle_transport_failed(t.now, TransportError::Refused);
+        for r in t.advance() {
+            if let Rec::Ev(Event::Connecting { attempt, .. }) = r {
+                probes.push(attempt);
+            }
+        }
+    }
+    assert_eq!(probes, [1, 2, 3, 3]);
+}
+
+#[test]
+fn phase_changes_are_announced_once_each() {
+    let mut t = T::new(Config::default());
+    t.conn.handle_start(t.now);
+    let mut changes = Vec::new();
+    loop {
+        match t.conn.poll_output() {
+            Output::Event(Event::PhaseChanged { from, to }) => changes.push((from, to)),
+            Output::Wait(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(changes, [(PhaseKind::Idle, PhaseKind::Connecting)]);
+}
+
+#[test]
+fn names_and_messages() {
+    assert_eq!(PhaseKind::TlsHandshake.as_str(), "tls-handshake");
+    assert_eq!(PhaseKind::GaveUp.as_str(), "gave-up");
+    let text = std::format!(
+        "{}",
+        SubmitError::TooLarge {
+            len: 9,
+            max: 8,
+            offline: false
+        }
+    );
+    assert!(text.contains("max_in_flight_bytes"), "{text}");
+    let text = std::format!(
+        "{}",
+        SubmitError::NotReady {
+            phase: PhaseKind::Backoff,
+            reason: Some(DisconnectReason::Busy)
+        }
+    );
+    assert!(text.contains("backoff") && text.contains("BUSY"), "{text}");
+    let version = ServerVersion {
+        major: 7,
+        minor: 0,
+        patch: 15,
+    };
+    assert_eq!(std::format!("{version}"), "7.0.15");
+}
