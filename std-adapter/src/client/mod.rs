@@ -179,7 +179,8 @@ pub const MAX_BLOCKING: usize = 4;
 struct Handle {
     tx: mpsc::Sender<Request>,
     shared: Arc<Shared>,
-    /// Requests sent on this connection whose answers are not back yet.
+    /// Requests sent on this connection whose answers are not back yet
+    /// (counted for the blocking pool's connections only).
     outstanding: Arc<AtomicUsize>,
 }
 
@@ -410,20 +411,22 @@ impl Client {
         class: Class,
         timeout: Option<Duration>,
     ) -> Result<Reply, Error> {
-        let (tx, outstanding) = match class.route() {
+        // The shared connection's sender is borrowed (nothing to count on
+        // the hot path); a pool connection's is counted while this waits.
+        let pooled;
+        let (tx, _outstanding) = match class.route() {
             Route::Refused { why } => {
                 return Err(Error::Unsupported {
                     command: command_name(&bytes),
                     why,
                 });
             }
-            Route::Blocking => self.blocking_handle()?,
-            Route::Shared => (
-                self.inner.main.tx.clone(),
-                self.inner.main.outstanding.clone(),
-            ),
+            Route::Blocking => {
+                pooled = self.blocking_handle()?;
+                (&pooled.0, Some(Outstanding::new(&pooled.1)))
+            }
+            Route::Shared => (&self.inner.main.tx, None),
         };
-        let _outstanding = Outstanding::new(&outstanding);
         let config = &self.inner.options.config;
         let timeout = timeout.unwrap_or(if class.blocking() {
             config.blocking_timeout
