@@ -13,14 +13,16 @@
 //!
 //! A [`Client`] is a cloneable handle to one connection driven by a Tokio
 //! task around `resilis_core::Connection`, which owns every policy:
-//! reconnect backoff, keepalive pings, failure diagnosis, when the fallback
-//! cache takes over. Concurrent commands are pipelined into shared writes.
+//! reconnect backoff, keepalive pings, failure diagnosis, and what each
+//! command does while Redis is unavailable (wait, fail with the reason, or
+//! be answered by the fallback cache). Concurrent commands are pipelined
+//! into shared writes.
 //!
 //! Modules:
 //! - [`client`]: options, typed commands, `cmd()`; idempotency and blocking
 //!   commands are described there.
-//! - [`fallback`]: the in-memory cache used while Redis is down, and what
-//!   happens to writes made during an outage.
+//! - [`fallback`]: the in-memory cache that answers GETs while Redis is
+//!   down (fed only by what Redis acknowledged).
 //! - [`tls`]: TLS settings (`REDIS_TLS_*`) and [`tls::client_config`].
 //! - [`health`]: the serializable [`Health`] report.
 //! - [`error`]: the one [`Error`] type.

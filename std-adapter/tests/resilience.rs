@@ -79,7 +79,7 @@ async fn restart_mid_workload_every_call_resolves_and_the_client_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fallback_engaged_then_released_with_outage_writes_replayed() {
+async fn fallback_engaged_then_released_and_outage_writes_refused() {
     let server = Arc::new(RedisServer::start());
     let client = Client::with_options(fast(&server.url())).unwrap();
     ready(&client).await;

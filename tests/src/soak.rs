@@ -8,10 +8,10 @@
 //! - nothing hangs: every call ends, and the slowest against its deadline;
 //! - nothing acknowledged is lost: every SET Redis acknowledged is read back
 //!   from the server afterwards (the server runs with `appendfsync always`,
-//!   so a SIGKILL cannot lose what it acknowledged); every SET the fallback
-//!   cache took during an outage is on the server after the replay, or the
-//!   client counted it as not replayed; each INCR counter is at least its
-//!   acknowledged increments and at most those plus the indeterminate ones;
+//!   so a SIGKILL cannot lose what it acknowledged); no SET reported as not
+//!   applied (refused during an outage, out of time in the queue) is on the
+//!   server afterwards; each INCR counter is at least its acknowledged
+//!   increments and at most those plus the indeterminate ones;
 //! - nothing panics (counted by a panic hook, including in the driver task);
 //! - memory stays bounded (peak RSS of the whole process).
 

@@ -2,8 +2,8 @@
 //! the soak). Redis accepts connections and answers HELLO, AUTH, CLIENT and
 //! SELECT while it loads, but refuses everything else with `-LOADING`. The
 //! client must not count itself ready until the server is: calls meanwhile
-//! get the diagnosis (`Loading`), and the writes the fallback took during
-//! the outage are replayed once loading is over, not thrown at `-LOADING`.
+//! get the diagnosis (`Loading`), and a write during the outage is refused
+//! (not applied), never applied once loading is over.
 //!
 //! Loading is made slow and deterministic with Redis's own test knob,
 //! `key-load-delay` (microseconds per key): 2000 keys × 500 µs ≈ 1 s; and

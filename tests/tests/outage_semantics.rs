@@ -926,7 +926,8 @@ async fn workload(
             let value = (base + u64::from(seq) * 1000).to_string();
             let r = client.set_with_source(key, &value, SetOptions::new()).await;
             let outcome = match r {
-                // Kept in memory to be replayed later: may land any time.
+                // A write answered locally would be one that may land any
+                // time later; none is expected since writes are never kept.
                 Ok(s) if s.source == Source::Fallback => {
                     counts.fallback_writes += 1;
                     Some(Outcome::Indeterminate)
