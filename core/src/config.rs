@@ -145,6 +145,14 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// TLS handshake, once TCP is up.
     pub tls_timeout: Duration,
+    /// After the TLS hello, not one byte back from the server for this long
+    /// means the port speaks plaintext (a plaintext Redis stays silent on a
+    /// TLS hello): [`crate::DisconnectReason::TlsUnanswered`], long before
+    /// `tls_timeout`. A TLS server answers within a round trip. Applies
+    /// only if the adapter reports bytes with
+    /// [`crate::Connection::handle_tls_bytes_received`] (the Tokio one does);
+    /// `None` turns it off.
+    pub tls_silence_timeout: Option<Duration>,
     /// HELLO/AUTH/SELECT, once the transport is up.
     pub handshake_timeout: Duration,
     /// TCP keepalive idle time, applied by adapters (the seed's `keepAlive: 5000`).
@@ -190,6 +198,7 @@ impl Default for Config {
             client_name: String::new(),
             connect_timeout: Duration::from_secs(30),
             tls_timeout: Duration::from_secs(10),
+            tls_silence_timeout: None,
             handshake_timeout: Duration::from_secs(10),
             tcp_keepalive: Duration::from_secs(5),
             ping_interval: Duration::from_secs(5),

@@ -76,6 +76,9 @@ pub enum DisconnectReason {
     TlsRequired(TlsEvidence),
     /// TLS connection to a server that speaks plaintext.
     TlsNotSpoken,
+    /// Not one byte back in answer to the TLS hello within
+    /// `tls_silence_timeout`: what a plaintext Redis does.
+    TlsUnanswered,
     /// The server's certificate was not trusted.
     TlsCertificate,
     /// WRONGPASS or "invalid password": wrong password or unknown user.
@@ -167,6 +170,9 @@ impl DisconnectReason {
             TlsNotSpoken => {
                 "server does not speak TLS on this port: use redis:// and unset REDIS_TLS, or use the TLS port"
             }
+            TlsUnanswered => {
+                "the server did not answer the TLS hello, as a plaintext Redis does: use redis:// and unset REDIS_TLS, or use the server's TLS port"
+            }
             TlsCertificate => {
                 "the server's certificate is not trusted: set REDIS_TLS_CA_FILE to your provider's CA (or, knowing the risk, REDIS_TLS_INSECURE=true)"
             }
@@ -232,6 +238,7 @@ impl fmt::Display for DisconnectReason {
                 f.write_str("the server answered plaintext with a TLS record")?
             }
             TlsNotSpoken => f.write_str("the TLS handshake received plaintext")?,
+            TlsUnanswered => f.write_str("no answer to the TLS hello")?,
             TlsCertificate => f.write_str("TLS certificate verification failed")?,
             AuthFailed => f.write_str("authentication failed (WRONGPASS)")?,
             AuthRequired => f.write_str("authentication required (NOAUTH)")?,

@@ -184,3 +184,32 @@ async fn a_bad_ca_file_fails_at_construction_naming_the_variable() {
     assert!(text.contains("REDIS_TLS_CA_FILE"), "{text}");
     assert!(text.contains("/nonexistent/provider-ca.pem"), "{text}");
 }
+
+#[tokio::test]
+async fn tls_to_a_plaintext_port_is_named_in_the_first_error_with_default_settings() {
+    // A plaintext Redis stays silent on a TLS hello (unless the hello's
+    // random bytes happen to hold a newline): with the defaults
+    // (tls_timeout 10 s, command timeout 5 s) the first command must still
+    // learn why, before its own deadline.
+    let server = RedisServer::start();
+    let url = format!("rediss://127.0.0.1:{}", server.port());
+    let client = Client::connect(&url).unwrap();
+    let started = std::time::Instant::now();
+    let err = client.ping().await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            Error::ConnectionDown {
+                reason: Some(DisconnectReason::TlsUnanswered | DisconnectReason::TlsNotSpoken),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.fix().is_some_and(|f| f.contains("redis://")), "{err}");
+    assert!(
+        took < Duration::from_millis(4_500),
+        "named only after {took:?} (command deadline 5 s)"
+    );
+}

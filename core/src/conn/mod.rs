@@ -91,6 +91,10 @@ enum Phase {
     },
     TlsHandshake {
         attempt: u32,
+        /// When the TLS hello went out (`tls_timeout` counts from here).
+        started: Instant,
+        /// The adapter reported bytes from the server during the handshake.
+        received_any: bool,
     },
     Handshake {
         attempt: u32,
@@ -556,8 +560,16 @@ impl<const N: usize> Connection<N> {
         if let Phase::Connecting { attempt } = self.phase {
             self.stats.connects += 1;
             if self.config.tls {
-                self.set_phase(Phase::TlsHandshake { attempt });
-                self.set_timer(Timer::Phase, now + self.config.tls_timeout);
+                self.set_phase(Phase::TlsHandshake {
+                    attempt,
+                    started: now,
+                    received_any: false,
+                });
+                let silence = self
+                    .config
+                    .tls_silence_timeout
+                    .unwrap_or(self.config.tls_timeout);
+                self.set_timer(Timer::Phase, now + silence.min(self.config.tls_timeout));
             } else {
                 self.transport_ready(now, attempt);
             }
@@ -567,8 +579,18 @@ impl<const N: usize> Connection<N> {
     /// The TLS session is established.
     pub fn handle_tls_established(&mut self, now: Instant) {
         let now = self.tick(now);
-        if let Phase::TlsHandshake { attempt } = self.phase {
+        if let Phase::TlsHandshake { attempt, .. } = self.phase {
             self.transport_ready(now, attempt);
+        }
+    }
+
+    /// The TLS stack read bytes from the server during its handshake (an
+    /// adapter that can see them reports it, and `tls_silence_timeout`
+    /// applies; one that cannot leaves that setting off). Elsewhere a no-op.
+    pub fn handle_tls_bytes_received(&mut self, now: Instant) {
+        let _ = self.tick(now);
+        if let Phase::TlsHandshake { received_any, .. } = &mut self.phase {
+            *received_any = true;
         }
     }
 
@@ -1069,7 +1091,22 @@ impl<const N: usize> Connection<N> {
     fn phase_timer_fired(&mut self, now: Instant) {
         match self.phase {
             Phase::Connecting { .. } => self.fail(now, DisconnectReason::ConnectTimeout, true),
-            Phase::TlsHandshake { .. } => self.fail(now, DisconnectReason::TlsTimeout, true),
+            Phase::TlsHandshake {
+                started,
+                received_any,
+                ..
+            } => {
+                let deadline = started + self.config.tls_timeout;
+                if now >= deadline {
+                    self.fail(now, DisconnectReason::TlsTimeout, true);
+                } else if !received_any {
+                    // Not a byte in answer to the hello: a plaintext Redis
+                    // reads it as the start of an inline command and waits.
+                    self.fail(now, DisconnectReason::TlsUnanswered, true);
+                } else {
+                    self.set_timer(Timer::Phase, deadline);
+                }
+            }
             Phase::Handshake { received_any, .. } => self.fail(
                 now,
                 DisconnectReason::HandshakeTimeout { received_any },

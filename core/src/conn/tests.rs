@@ -1649,3 +1649,37 @@ fn names_and_messages() {
     };
     assert_eq!(std::format!("{version}"), "7.0.15");
 }
+
+#[test]
+fn a_tls_hello_nobody_answers_is_named_long_before_the_tls_timeout() {
+    // `rediss://` to a plaintext Redis: it reads the hello as the start of
+    // an inline command and says nothing.
+    let mut config = Config::default();
+    config.tls = true;
+    config.tls_silence_timeout = Some(Duration::from_millis(2_000));
+    let mut t = T::new(config.clone());
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.advance();
+    assert_eq!(t.ms(), 2_000);
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::TlsUnanswered));
+    assert!(DisconnectReason::TlsUnanswered.fix().contains("redis://"));
+
+    // A TLS server that answers, slowly: the silence rule does not apply,
+    // the TLS deadline does.
+    let mut t = T::new(config);
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.now = Instant::from_millis(500);
+    t.conn.handle_tls_bytes_received(t.now);
+    t.advance();
+    assert_eq!(t.ms(), 2_000);
+    assert_eq!(t.conn.phase(), PhaseKind::TlsHandshake);
+    t.advance();
+    assert_eq!(t.ms(), 10_000);
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::TlsTimeout));
+}

@@ -109,7 +109,14 @@ impl Options {
         Ok(Options::from_config(Config::from_url(url)?))
     }
 
-    pub fn from_config(config: Config) -> Options {
+    pub fn from_config(mut config: Config) -> Options {
+        // This adapter sees the bytes under its TLS handshake, so the core
+        // can tell a plaintext server (silent on a TLS hello) in 3 s
+        // instead of at tls_timeout (10 s). Turn off with
+        // `configure(|c| c.tls_silence_timeout = None)`.
+        if config.tls_silence_timeout.is_none() {
+            config.tls_silence_timeout = Some(resilis_core::Duration::from_secs(3));
+        }
         Options {
             config,
             tls: TlsOptions::default(),

@@ -119,6 +119,9 @@ pub(crate) struct Driver {
     blocking_written: Vec<CommandId>,
     /// A GET the cache cannot answer during an outage reads as absent.
     miss_reads_as_absent: bool,
+    /// Set by the TCP stream under a TLS handshake once the server sent
+    /// anything.
+    tls_seen: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Driver {
@@ -152,6 +155,7 @@ impl Driver {
             shutting_down: false,
             blocking_written: Vec::new(),
             miss_reads_as_absent,
+            tls_seen: None,
         }
     }
 
@@ -292,6 +296,7 @@ impl Driver {
     fn close_transport(&mut self) {
         self.transport = None;
         self.connecting = None;
+        self.tls_seen = None;
         self.wbuf.clear();
         self.wpos = 0;
         self.needs_flush = false;
@@ -550,11 +555,23 @@ impl Driver {
 
     fn feed(&mut self, wake: Wake) {
         let now = self.now();
+        // Before any timer: the core's TLS-silence rule needs to know.
+        if self
+            .tls_seen
+            .as_ref()
+            .is_some_and(|seen| seen.load(Relaxed))
+        {
+            self.tls_seen = None;
+            self.conn.handle_tls_bytes_received(now);
+        }
         if let Some(result) = wake.connected {
             match result {
                 Ok(Connected::Tcp(stream)) => {
                     if let Some(tls) = self.conn.config().tls.then(|| self.tls.clone()).flatten() {
                         let name = tls.server_name.clone();
+                        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        let stream = transport::Watched::new(stream, seen.clone());
+                        self.tls_seen = Some(seen);
                         self.connecting = Some(Connecting::Tls(Box::pin(async move {
                             tls.connector
                                 .connect(name, stream)
@@ -567,6 +584,7 @@ impl Driver {
                     self.conn.handle_transport_opened(now);
                 }
                 Ok(Connected::Tls(stream)) => {
+                    self.tls_seen = None;
                     self.transport = Some(Transport::Tls(stream));
                     self.conn.handle_tls_established(now);
                 }

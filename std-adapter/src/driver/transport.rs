@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use tokio_rustls::client::TlsStream;
 
 pub(super) enum Transport {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Watched>>),
 }
 
 impl Transport {
@@ -52,16 +54,75 @@ impl Transport {
     }
 }
 
+/// The TCP stream under TLS, noting whether the server sent anything at
+/// all: the core tells a plaintext server (silent on a TLS hello) from a
+/// slow TLS one by it (`handle_tls_bytes_received`).
+pub(crate) struct Watched {
+    inner: TcpStream,
+    seen: Arc<AtomicBool>,
+}
+
+impl Watched {
+    pub(super) fn new(inner: TcpStream, seen: Arc<AtomicBool>) -> Watched {
+        Watched { inner, seen }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.seen.store(true, Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 pub(super) type Step<T> = Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send>>;
 
 pub(super) enum Connecting {
     Tcp(Step<TcpStream>),
-    Tls(Step<TlsStream<TcpStream>>),
+    Tls(Step<TlsStream<Watched>>),
 }
 
 pub(super) enum Connected {
     Tcp(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Watched>>),
 }
 
 /// TLS as the driver needs it: the shared rustls config and the name.
