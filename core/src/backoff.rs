@@ -271,6 +271,28 @@ mod tests {
     }
 
     #[test]
+    fn a_spread_of_one_microsecond_takes_both_values() {
+        let config = BackoffConfig {
+            initial: Duration::from_micros(150),
+            max_delay: Duration::from_micros(150),
+            jitter_percent: 1,
+            max_attempts: 200,
+            ..Default::default()
+        };
+        let mut b = Backoff::new(config);
+        let mut seen = [false; 2];
+        for _ in 0..200 {
+            let Step::Retry { delay, .. } = b.next_step() else {
+                panic!("schedule ended early");
+            };
+            let micros = crate::time::micros_of(delay);
+            assert!((149..=150).contains(&micros), "{micros}");
+            seen[(micros - 149) as usize] = true;
+        }
+        assert_eq!(seen, [true, true]);
+    }
+
+    #[test]
     fn huge_factors_do_not_overflow() {
         let config = BackoffConfig {
             factor: u32::MAX,

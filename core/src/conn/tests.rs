@@ -1200,6 +1200,11 @@ fn a_cancelled_command_is_never_written() {
     assert_eq!(poll_until_cmd(&mut t), Some(a));
     t.conn.handle_cancel(t.now, a);
     assert_eq!(
+        (t.conn.in_flight(), t.conn.in_flight_bytes()),
+        (1, 20),
+        "only `kept` is in flight"
+    );
+    assert_eq!(
         t.drain(),
         [Rec::Resolved(a, Outcome::Cancelled), Rec::Cmd(b)]
     );
@@ -1247,6 +1252,7 @@ fn a_cancelled_blocking_command_closes_its_connection() {
         blpop,
         Outcome::Indeterminate(IndeterminateCause::Cancelled)
     )));
+    assert_eq!(t.conn.stats().disconnects, 1);
     assert!(!t.conn.fallback_active());
 }
 
@@ -1421,6 +1427,7 @@ fn stats_count_what_happened() {
     let get = t.submit_class(Class::CACHED_READ, 60_000).unwrap();
     t.drain();
     let stats = t.conn.stats();
+    assert_eq!(stats.timed_out, 0);
     assert_eq!(stats.connects, 1);
     assert_eq!(stats.ready_count, 1);
     assert_eq!(stats.pings_sent, 1);
@@ -1448,8 +1455,29 @@ fn stats_count_what_happened() {
     t.drain();
     let before = t.conn.stats();
     let reset = t.submit(true, 60_000);
-    assert!(reset.is_err());
+    assert!(reset.is_err(), "refused at submit: no outcome to count");
     assert_eq!(t.conn.stats().not_applied, before.not_applied);
+
+    // Outcomes of queued commands: out of time with nothing known, and not
+    // applied with the reason.
+    let mut config = Config::default();
+    config.queue.offline = OfflinePolicy::Queue;
+    let mut t = T::new(config);
+    t.submit(false, 10).unwrap();
+    t.submit(false, 10).unwrap();
+    t.advance_by(10);
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Refused);
+    t.submit(false, t.ms() + 10).unwrap();
+    t.submit(false, t.ms() + 10).unwrap();
+    t.submit(false, t.ms() + 10).unwrap();
+    t.advance_by(10);
+    assert_eq!(
+        (t.conn.stats().timed_out, t.conn.stats().not_applied),
+        (2, 3)
+    );
 }
 
 #[test]
@@ -1484,16 +1512,35 @@ fn wait_suspends_liveness_until_its_deadline_and_not_after() {
     assert_eq!(t.conn.phase(), PhaseKind::Ready);
     t.advance_by(400);
     assert_eq!(t.conn.phase(), PhaseKind::Ready);
-    // After the deadline the connection is judged again, and it is not
-    // closed for the abandoned WAIT (it takes nothing).
+    // After the deadline the connection is judged again, from the
+    // deadline on, and it is not closed for the abandoned WAIT (it takes
+    // nothing).
     let out = t.advance_by(100);
     assert!(out.contains(&Rec::Resolved(
         id,
         Outcome::Indeterminate(IndeterminateCause::TimedOut)
     )));
     assert_eq!(t.conn.phase(), PhaseKind::Ready);
-    t.advance_by(300);
+    t.advance_by(100);
+    assert_eq!(t.conn.phase(), PhaseKind::Ready, "judged from the deadline");
+    t.advance_by(200);
     assert_eq!(t.conn.last_reason(), Some(DisconnectReason::PingTimeout));
+}
+
+#[test]
+fn a_waiting_command_behind_an_abandoned_one_still_suspends_liveness() {
+    let mut config = Config::default();
+    config.ping_timeout = Duration::from_millis(300);
+    let mut t = T::new(config);
+    t.ready();
+    let wait = Class::new(crate::command::Flags::SAME_CONN);
+    let first = t.submit_class(wait, 1_000).unwrap();
+    let second = t.submit_class(wait, 5_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(first), Rec::Cmd(second)]);
+    t.advance_by(1_000);
+    // The first is given up on; the second still waits within its deadline.
+    t.advance_by(1_000);
+    assert_eq!(t.conn.phase(), PhaseKind::Ready);
 }
 
 #[test]
