@@ -388,6 +388,36 @@ pub(crate) fn classify_tls_error(error: &std::io::Error) -> resilis_core::Transp
 mod tests {
     use super::*;
 
+    #[test]
+    fn tls_failures_map_to_what_the_core_diagnoses() {
+        use resilis_core::TransportError;
+        let wrap = |e: rustls::Error| {
+            classify_tls_error(&std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        };
+        assert_eq!(
+            wrap(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            )),
+            TransportError::TlsCertificate
+        );
+        assert_eq!(
+            wrap(rustls::Error::NoCertificatesPresented),
+            TransportError::TlsCertificate
+        );
+        assert_eq!(
+            wrap(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            )),
+            TransportError::TlsNotSpoken
+        );
+        assert_eq!(
+            wrap(rustls::Error::HandshakeNotComplete),
+            TransportError::TlsOther
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(classify_tls_error(&reset), TransportError::Reset);
+    }
+
     fn lookup(vars: &[(&str, &str)]) -> impl FnMut(&str) -> Option<String> {
         let vars: Vec<(String, String)> = vars
             .iter()
