@@ -665,6 +665,10 @@ impl Driver {
             if self.rstart == self.rend {
                 self.rstart = 0;
                 self.rend = 0;
+                // A large reply is done: give its memory back.
+                if self.rbuf.len() > 4 * READ_BUF {
+                    self.rbuf = vec![0; READ_BUF];
+                }
                 break;
             }
         }
@@ -726,15 +730,19 @@ fn command_key(bytes: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// Keeps at least `MIN_READ` bytes (or what `needed` says a frame needs)
-/// free after `rend`, compacting before growing.
+/// Keeps at least `MIN_READ` bytes free after `rend`, and room for what
+/// `needed` says a frame needs — but never more than twice what was
+/// actually received: a 12-byte header claiming 512 MiB must not cost
+/// 512 MiB before a byte of payload arrived. The buffer grows in step
+/// with the bytes, compacting before growing.
 fn make_room(rbuf: &mut Vec<u8>, rstart: &mut usize, rend: &mut usize, needed: Option<usize>) {
     if *rstart == *rend {
         *rstart = 0;
         *rend = 0;
     }
     let live = *rend - *rstart;
-    let want_total = needed.unwrap_or(0).max(live + MIN_READ);
+    let earned = live.saturating_mul(2).max(READ_BUF);
+    let want_total = needed.unwrap_or(0).min(earned).max(live + MIN_READ);
     if rbuf.len() - *rstart >= want_total {
         return;
     }
@@ -823,6 +831,29 @@ mod tests {
         assert_eq!(buf[0], 7);
         assert_eq!(buf.len(), 32 * 1024, "compaction was enough");
         make_room(&mut buf, &mut start, &mut end, Some(100 * 1024));
-        assert!(buf.len() >= 100 * 1024);
+        assert!(buf.len() >= 64 * 1024, "grown for what the frame needs");
+    }
+
+    #[test]
+    fn a_header_alone_does_not_buy_its_claimed_size() {
+        // `$536870000\r\n`: 12 bytes received, 512 MiB claimed.
+        let mut buf = vec![0u8; READ_BUF];
+        let (mut start, mut end) = (0, 12);
+        make_room(&mut buf, &mut start, &mut end, Some(536_870_014));
+        assert_eq!(buf.len(), READ_BUF, "nothing received justifies growing");
+        // As payload arrives, the buffer grows in step with it.
+        let mut steps = 0;
+        while end < 10 << 20 && steps < 100 {
+            steps += 1;
+            end = buf.len();
+            make_room(&mut buf, &mut start, &mut end, Some(536_870_014));
+            assert!(
+                buf.len() <= 2 * end + READ_BUF,
+                "{} for {end} received",
+                buf.len()
+            );
+            assert!(buf.len() >= end + MIN_READ);
+        }
+        assert!(end >= 10 << 20, "grew to what was received");
     }
 }
