@@ -49,6 +49,9 @@ const EVENT_CAP: usize = 32;
 /// The server's own words about the last refused handshake (BUSY, LOADING,
 /// NOPERM...), kept for error messages.
 const SERVER_MESSAGE_CAP: usize = 160;
+/// Most bytes one handshake reply may take. Redis 7's HELLO reply with a
+/// few modules loaded is under 1 KiB.
+pub const HANDSHAKE_MAX_REPLY: usize = 8 * 1024;
 
 /// The coarse phase, for getters, events and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -648,8 +651,14 @@ impl<const N: usize> Connection<N> {
                 frame, consumed, ..
             }) => (frame, consumed),
             Ok(Decoded::Incomplete { needed }) => {
-                if buf.len() >= self.config.max_frame_len {
-                    let max = self.config.max_frame_len;
+                // The handshake's replies are a few hundred bytes (a HELLO
+                // map): a server that sends more is not buffered up to
+                // max_frame_len before it is judged.
+                let max = match handshaking {
+                    Some(_) => HANDSHAKE_MAX_REPLY.min(self.config.max_frame_len),
+                    None => self.config.max_frame_len,
+                };
+                if buf.len() >= max {
                     let reason =
                         DisconnectReason::Protocol(resp::DecodeError::FrameTooLong { max });
                     self.fail(now, reason, true);

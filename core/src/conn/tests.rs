@@ -1730,3 +1730,32 @@ fn a_tls_hello_nobody_answers_is_named_long_before_the_tls_timeout() {
     assert_eq!(t.ms(), 10_000);
     assert_eq!(t.conn.last_reason(), Some(DisconnectReason::TlsTimeout));
 }
+
+#[test]
+fn a_handshake_reply_is_bounded_by_a_few_kib() {
+    // An endless array of legal elements in answer to HELLO: judged at
+    // 8 KiB, not buffered up to max_frame_len (512 MiB).
+    let mut t = T::new(Config::default());
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    let mut endless = b"*2147483647\r\n".to_vec();
+    while endless.len() < HANDSHAKE_MAX_REPLY - 9 {
+        endless.extend_from_slice(b"$3\r\nabc\r\n");
+    }
+    assert!(matches!(
+        t.recv(&endless).as_slice(),
+        [Received::Incomplete { .. }]
+    ));
+    endless.extend_from_slice(b"$3\r\nabc\r\n");
+    assert_eq!(t.recv(&endless), [Received::Discard]);
+    assert_eq!(
+        t.conn.last_reason(),
+        Some(DisconnectReason::Protocol(
+            resp::DecodeError::FrameTooLong {
+                max: HANDSHAKE_MAX_REPLY
+            }
+        ))
+    );
+}
