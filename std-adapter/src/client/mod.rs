@@ -41,7 +41,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::driver::{self, Command, Driver, Reply, Request, TlsSetup};
 use crate::error::Error;
 use crate::fallback::FallbackConfig;
-use crate::health::{Health, Shared};
+use crate::health::{Health, Shared, Status};
 use crate::tls::{TlsOptions, client_config};
 use crate::value::Value;
 
@@ -186,19 +186,13 @@ pub const MAX_BLOCKING: usize = 4;
 struct Handle {
     tx: mpsc::Sender<Request>,
     shared: Arc<Shared>,
-    /// Requests sent on this connection whose answers are not back yet
-    /// (counted for the blocking pool's connections only).
-    outstanding: Arc<AtomicUsize>,
 }
 
-impl Handle {
-    fn new(tx: mpsc::Sender<Request>, shared: Arc<Shared>) -> Handle {
-        Handle {
-            tx,
-            shared,
-            outstanding: Arc::new(AtomicUsize::new(0)),
-        }
-    }
+/// A connection of the blocking pool.
+struct Pooled {
+    tx: mpsc::Sender<Request>,
+    /// Requests sent on it whose answers are not back yet.
+    outstanding: Arc<AtomicUsize>,
 }
 
 /// Counts a request outstanding on a connection while its future lives.
@@ -219,7 +213,7 @@ impl Drop for Outstanding {
 
 struct Inner {
     main: Handle,
-    blocking: Mutex<Vec<Handle>>,
+    blocking: Mutex<Vec<Pooled>>,
     options: Options,
     tls: Option<TlsSetup>,
 }
@@ -247,7 +241,14 @@ fn spawn(options: &Options, tls: Option<TlsSetup>, shared: Arc<Shared>) -> Resul
     let (tx, rx) = mpsc::channel(driver::CHANNEL);
     let miss_absent = options.fallback.miss_reads_as_absent;
     runtime.spawn(Driver::new(config, tls, rx, shared.clone(), miss_absent).run());
-    Ok(Handle::new(tx, shared))
+    Ok(Handle { tx, shared })
+}
+
+/// Why Redis is unavailable, as of the connection's last event.
+fn down_error_of(status: &Status) -> Error {
+    status.last_reason.map_or_else(Error::down_unknown, |r| {
+        Error::down_said(r, status.server_message.as_deref())
+    })
 }
 
 fn endpoint(config: &Config) -> String {
@@ -329,11 +330,7 @@ impl Client {
                 let status = self.shared().status();
                 match status.phase {
                     PhaseKind::Ready => return Ok(()),
-                    PhaseKind::Failed | PhaseKind::GaveUp => {
-                        return Err(status.last_reason.map_or_else(Error::down_unknown, |r| {
-                            Error::down_said(r, status.server_message.as_deref())
-                        }));
-                    }
+                    PhaseKind::Failed | PhaseKind::GaveUp => return Err(down_error_of(&status)),
                     PhaseKind::Shutdown => return Err(Error::Shutdown),
                     _ => {}
                 }
@@ -363,17 +360,14 @@ impl Client {
     }
 
     fn down_error(&self) -> Error {
-        let status = self.shared().status();
-        status.last_reason.map_or_else(Error::down_unknown, |r| {
-            Error::down_said(r, status.server_message.as_deref())
-        })
+        down_error_of(&self.shared().status())
     }
 
     fn write_through(&self) -> bool {
         self.inner.options.fallback.write_through
     }
 
-    fn blocking_pool(&self) -> std::sync::MutexGuard<'_, Vec<Handle>> {
+    fn blocking_pool(&self) -> std::sync::MutexGuard<'_, Vec<Pooled>> {
         // A panic elsewhere while holding the lock leaves a plain list.
         self.inner
             .blocking
@@ -398,7 +392,11 @@ impl Client {
                 endpoint(&options.config),
                 FallbackConfig::default(),
             ));
-            pool.push(spawn(&options, self.inner.tls.clone(), shared)?);
+            let handle = spawn(&options, self.inner.tls.clone(), shared)?;
+            pool.push(Pooled {
+                tx: handle.tx,
+                outstanding: Arc::new(AtomicUsize::new(0)),
+            });
             self.shared()
                 .blocking_connections
                 .store(pool.len() as u64, Relaxed);
