@@ -4,7 +4,8 @@
 #   2. resilis-core's transcript and RESP codec tests pass on a Cortex-M4
 #      under qemu-system-arm (mps2-an386, semihosting)
 #   3. host tests: the driver and the gateway against an in-memory Redis,
-#      the firmware's constants; and each driver feature set compiles
+#      the firmware's constants, the TLS server-authentication guards (a
+#      scripted hostile TLS 1.3 server); and each driver feature set compiles
 #   4. the footprint table (flash/RAM of core + codec, and of the firmware)
 #   5. the Embassy host binary against a real redis-server over TAP, in a
 #      network namespace (plain, verified TLS 1.3, restart with backoff and
@@ -48,7 +49,8 @@ prerequisites() {
 host_tests() {
     cargo test -p resilis-gateway --lib &&
         cargo test -p resilis-embassy-host --test firmware_config &&
-        cargo test -p resilis-embassy --test mock_server
+        cargo test -p resilis-embassy --test mock_server &&
+        cargo test -p resilis-embassy --features tls --lib --test server_auth --test hostile_server
 }
 # Features are additive: each set a firmware may pick compiles on its own.
 driver_features() {

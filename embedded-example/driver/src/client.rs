@@ -75,11 +75,13 @@ pub struct Reply<const REPLY: usize> {
     pub(crate) bytes: Vec<u8, REPLY>,
 }
 
-/// Limits that accept anything the core's decoder accepted.
+/// Limits that accept anything the core's decoder accepted (a reply of at
+/// most `REPLY` bytes holds far fewer elements than Redis's own limits).
 const ANY: Limits = Limits {
     max_depth: MAX_DEPTH_CAP,
     max_bulk_len: usize::MAX,
     max_aggregate_len: usize::MAX,
+    ..Limits::REDIS
 };
 
 impl<const REPLY: usize> Reply<REPLY> {

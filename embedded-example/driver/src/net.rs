@@ -5,6 +5,18 @@ mod tcp;
 pub use tcp::{TcpConnector, TcpTransport, resolve};
 
 #[cfg(feature = "tls")]
+mod record_guard;
+#[cfg(feature = "tls")]
+mod server_auth;
+#[cfg(feature = "tls")]
+mod signers;
+#[cfg(feature = "tls")]
 mod tls;
 #[cfg(feature = "tls")]
-pub use tls::{NetTransport, TlsConnector, TlsOptions, Verify};
+pub use record_guard::RecordGuard;
+#[cfg(feature = "tls")]
+pub use server_auth::{Refusal, ServerVerifier, Stage};
+#[cfg(feature = "tls")]
+pub use signers::{ChainError, check_signers};
+#[cfg(feature = "tls")]
+pub use tls::{NetTransport, TlsConnector, TlsOptions, Verify, start_tls};

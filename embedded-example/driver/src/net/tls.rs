@@ -1,7 +1,10 @@
-//! TLS 1.3 over embassy-net TCP, through embedded-tls. The server's
-//! certificate chain is verified against one CA (DER) with embedded-tls's
-//! `rustpki` verifier, host name included; skipping verification takes an
-//! explicit [`Verify::InsecureNoVerification`].
+//! TLS 1.3 over embassy-net TCP, through embedded-tls. The server is
+//! authenticated against one CA (DER), host name included, by
+//! [`ServerVerifier`]: embedded-tls's `rustpki` verifier behind the guards
+//! embedded-tls 0.19 lacks (see `server_auth`). Skipping verification takes
+//! an explicit [`Verify::InsecureNoVerification`]. Between the socket and
+//! embedded-tls, [`RecordGuard`] drops the connection on the one record we
+//! know embedded-tls panics on.
 //!
 //! EC P-256 (ECDSA-SHA256) certificates only: verifying RSA signatures in
 //! embedded-tls needs an allocator. Certificate validity dates are checked
@@ -12,19 +15,16 @@ use core::marker::PhantomData;
 
 use embassy_net::tcp::TcpSocket;
 use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
-use embedded_tls::pki::CertVerifier;
 use embedded_tls::{
-    Aes128GcmSha256, Certificate, CryptoProvider, CryptoRngCore, NoClock, TlsClock, TlsConfig,
-    TlsConnection, TlsContext, TlsError, TlsVerifier,
+    Aes128GcmSha256, CryptoProvider, CryptoRngCore, NoClock, TlsClock, TlsConfig, TlsConnection,
+    TlsContext, TlsError, TlsVerifier,
 };
 use resilis_core::TransportError;
 
+use super::record_guard::RecordGuard;
+use super::server_auth::ServerVerifier;
 use super::tcp::{TcpConnector, close_socket};
 use crate::transport::{Connector, Progress, Target, Transport};
-
-/// Largest server certificate chain the verifier holds (a P-256 leaf is
-/// about 600 bytes).
-const CERT_SIZE: usize = 2048;
 
 /// How the server's certificate is checked.
 #[derive(Clone, Copy, Debug)]
@@ -77,7 +77,7 @@ impl<'d, R: CryptoRngCore, Clk: TlsClock> TlsConnector<'d, R, Clk> {
 
 struct Provider<'v, 'r, R, Clk: TlsClock> {
     rng: &'r mut R,
-    verifier: Option<CertVerifier<'v, Aes128GcmSha256, Clk, CERT_SIZE>>,
+    verifier: Option<ServerVerifier<'v, Clk>>,
 }
 
 impl<R: CryptoRngCore, Clk: TlsClock> CryptoProvider for Provider<'_, '_, R, Clk> {
@@ -111,21 +111,53 @@ impl<R: CryptoRngCore, Clk: TlsClock> Connector for TlsConnector<'_, R, Clk> {
             return Ok(NetTransport::Plain(socket));
         }
         let server_name = self.options.server_name.unwrap_or(target.host);
-        let config = TlsConfig::new().with_server_name(server_name);
-        let verifier = match self.options.verify {
-            Verify::Ca(der) => Some(CertVerifier::new(Certificate::X509(der))),
-            Verify::InsecureNoVerification => None,
-        };
-        let provider: Provider<'_, '_, R, Clk> = Provider {
-            rng: &mut self.rng,
-            verifier,
-        };
-        let mut tls = TlsConnection::new(socket, self.read_record, self.write_record);
-        tls.open(TlsContext::new(&config, provider))
-            .await
-            .map_err(classify_handshake)?;
+        let tls = start_tls::<_, _, Clk>(
+            socket,
+            self.read_record,
+            self.write_record,
+            self.options.verify,
+            server_name,
+            &mut self.rng,
+        )
+        .await?;
         Ok(NetTransport::Tls(tls))
     }
+}
+
+/// The TLS 1.3 handshake over any `embedded-io-async` transport, the server
+/// authenticated as `verify` says, as [`TlsConnector`] does it (and usable
+/// where TCP is not embassy-net's). `server_name` is sent (SNI) and matched
+/// against the certificate. Errors are classified for the core.
+pub async fn start_tls<'a, S, R, Clk>(
+    socket: S,
+    read_record: &'a mut [u8],
+    write_record: &'a mut [u8],
+    verify: Verify<'_>,
+    server_name: &str,
+    rng: &mut R,
+) -> Result<TlsConnection<'a, RecordGuard<S>, Aes128GcmSha256>, TransportError>
+where
+    S: Read + Write + 'a,
+    R: CryptoRngCore,
+    Clk: TlsClock,
+{
+    let config = TlsConfig::new().with_server_name(server_name);
+    let verifier = match verify {
+        Verify::Ca(der) => Some(ServerVerifier::new(der)),
+        Verify::InsecureNoVerification => None,
+    };
+    let mut provider: Provider<'_, '_, R, Clk> = Provider { rng, verifier };
+    let mut tls = TlsConnection::new(RecordGuard::new(socket), read_record, write_record);
+    tls.open(TlsContext::new(&config, &mut provider))
+        .await
+        .map_err(classify_handshake)?;
+    // embedded-tls also completes a handshake in which the server never
+    // sent Certificate or CertificateVerify: an open connection proves
+    // nothing until the verifier says both were verified.
+    if let Some(verifier) = &provider.verifier {
+        verifier.authenticated()?;
+    }
+    Ok(tls)
 }
 
 fn classify_handshake(error: TlsError) -> TransportError {
@@ -137,6 +169,8 @@ fn classify_handshake(error: TlsError) -> TransportError {
         TlsError::InvalidRecord | TlsError::UnknownContentType => TransportError::TlsNotSpoken,
         // IoError: the socket hit EOF in the middle of the handshake.
         TlsError::ConnectionClosed | TlsError::IoError => TransportError::Closed,
+        // A record RecordGuard kept from embedded-tls.
+        TlsError::Io(ErrorKind::InvalidData) => TransportError::TlsOther,
         TlsError::Io(kind) => crate::classify_io_error(kind),
         _ => TransportError::TlsOther,
     }
@@ -148,7 +182,7 @@ fn classify_handshake(error: TlsError) -> TransportError {
 #[allow(clippy::large_enum_variant)]
 pub enum NetTransport<'a> {
     Plain(TcpSocket<'a>),
-    Tls(TlsConnection<'a, TcpSocket<'a>, Aes128GcmSha256>),
+    Tls(TlsConnection<'a, RecordGuard<TcpSocket<'a>>, Aes128GcmSha256>),
 }
 
 /// An I/O error, already classified for the core.
@@ -171,6 +205,8 @@ fn tls_io(error: TlsError) -> NetError {
     NetError(match error {
         // IoError: embedded-tls's name for EOF on the socket (no close_notify).
         TlsError::ConnectionClosed | TlsError::IoError => TransportError::Closed,
+        // A record RecordGuard kept from embedded-tls.
+        TlsError::Io(ErrorKind::InvalidData) => TransportError::TlsOther,
         TlsError::Io(kind) => crate::classify_io_error(kind),
         _ => TransportError::TlsOther,
     })
@@ -229,7 +265,7 @@ impl Transport for NetTransport<'_> {
             NetTransport::Plain(socket) => socket,
             // close_notify, then TCP's FIN.
             NetTransport::Tls(tls) => match tls.close().await {
-                Ok(socket) | Err((socket, _)) => socket,
+                Ok(socket) | Err((socket, _)) => socket.into_inner(),
             },
         };
         close_socket(&mut socket).await;
