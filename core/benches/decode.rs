@@ -4,6 +4,10 @@
 //! ours also walks every element of every aggregate, since the others build
 //! the whole tree.
 //!
+//! Then one ~13 MB reply (HGETALL-shaped: a RESP2 array of bulks, and the
+//! same pairs as a RESP3 map) decoded in one piece and as it arrives, 16 KiB
+//! or 64 KiB more at a time, through `decode_resume`.
+//!
 //! Run `cargo bench -p resilis-core --bench decode`, then
 //! `sh core/benches/mbps.sh` for the MB/s table.
 
@@ -11,7 +15,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use resilis_core::resp::{Decoded, Frame, Limits, decode};
+use resilis_core::resp::{Decoded, Frame, Limits, Resume, decode, decode_resume};
 
 /// Replies as a server sends them: many short status and integer replies,
 /// small and large bulks, arrays of bulks (MGET), maps (HGETALL in RESP3;
@@ -140,6 +144,85 @@ fn redis_rs(buf: &[u8], frames: usize) -> usize {
     frames
 }
 
+/// HGETALL of 100 000 fields: `field:000000`..`field:099999`, each with a
+/// 100-byte value; 12.7 MB either way.
+fn big_reply(resp3: bool) -> Vec<u8> {
+    const PAIRS: usize = 100_000;
+    let value = [b'v'; 100];
+    let mut out = Vec::with_capacity(PAIRS * 128);
+    if resp3 {
+        out.extend_from_slice(format!("%{PAIRS}\r\n").as_bytes());
+    } else {
+        out.extend_from_slice(format!("*{}\r\n", 2 * PAIRS).as_bytes());
+    }
+    for i in 0..PAIRS {
+        out.extend_from_slice(format!("$12\r\nfield:{i:06}\r\n$100\r\n").as_bytes());
+        out.extend_from_slice(&value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The reply as it arrives `chunk` bytes at a time, each arrival decoded
+/// with the same state: what a connection's read loop does.
+fn resumed(buf: &[u8], chunk: usize) -> usize {
+    let mut state = Resume::new();
+    let mut end = 0;
+    loop {
+        end = (end + chunk).min(buf.len());
+        match decode_resume(&buf[..end], &Limits::REDIS, &mut state) {
+            Ok(Decoded::Incomplete { .. }) => {}
+            Ok(Decoded::Frame { consumed, .. }) => return consumed,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The same arrivals decoded by stateless `decode`, which starts over each
+/// time: what the read loop did before `decode_resume`.
+fn restarted(buf: &[u8], chunk: usize) -> usize {
+    let mut end = 0;
+    loop {
+        end = (end + chunk).min(buf.len());
+        match decode(&buf[..end], &Limits::REDIS) {
+            Ok(Decoded::Incomplete { .. }) => {}
+            Ok(Decoded::Frame { consumed, .. }) => return consumed,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn one_shot(buf: &[u8]) -> usize {
+    match decode(buf, &Limits::REDIS) {
+        Ok(Decoded::Frame { consumed, .. }) => consumed,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn bench_big_reply(c: &mut Criterion) {
+    for (name, resp3) in [("resp2_hgetall_13mb", false), ("resp3_map_13mb", true)] {
+        let buf = big_reply(resp3);
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Bytes(buf.len() as u64));
+        group.sample_size(20);
+        group.bench_function("decode one piece", |b| b.iter(|| one_shot(black_box(&buf))));
+        group.bench_function("decode_resume 16 KiB pieces", |b| {
+            b.iter(|| resumed(black_box(&buf), 16 * 1024))
+        });
+        group.bench_function("decode_resume 64 KiB pieces", |b| {
+            b.iter(|| resumed(black_box(&buf), 64 * 1024))
+        });
+        if !resp3 {
+            // Quadratic: ~800 restarts, each over half the reply on average.
+            group.sample_size(10);
+            group.bench_function("decode restarted 16 KiB pieces", |b| {
+                b.iter(|| restarted(black_box(&buf), 16 * 1024))
+            });
+        }
+        group.finish();
+    }
+}
+
 fn bench(c: &mut Criterion) {
     for (name, resp3) in [("resp3_mixed", true), ("resp2_mixed", false)] {
         let (buf, frames) = corpus(resp3);
@@ -172,5 +255,5 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, bench_big_reply);
 criterion_main!(benches);

@@ -4,7 +4,7 @@
 # which shrugs off the noise of a shared machine better than the mean).
 # Usage: sh core/benches/mbps.sh [criterion dir]
 dir=${1:-${CARGO_TARGET_DIR:-target}/criterion}
-for group in resp3_mixed resp2_mixed; do
+for group in resp3_mixed resp2_mixed resp2_hgetall_13mb resp3_map_13mb; do
     [ -d "$dir/$group" ] || continue
     echo "$group"
     for bench in "$dir/$group"/*/new; do

@@ -1,12 +1,13 @@
-//! Property tests of the RESP codec: hostile bytes in any chunking, valid
-//! streams fed byte by byte, every RESP3 type round-tripping, limits holding,
-//! and commands decoding back to their arguments.
+//! Property tests of the RESP codec: hostile bytes in any chunking (decoded
+//! afresh each time, or resumed), valid streams fed byte by byte, every RESP3
+//! type round-tripping, limits holding, and commands decoding back to their
+//! arguments.
 
 mod resp_common;
 
 use proptest::prelude::*;
 use resilis_core::resp::encode::{self, EncodeError, Sink};
-use resilis_core::resp::{DecodeError, Decoded, Frame, Limits, decode};
+use resilis_core::resp::{DecodeError, Decoded, Frame, Limits, Resume, decode, decode_resume};
 use resp_common::{Model, assert_frame, assert_pairs, model};
 
 /// One outcome of feeding a stream, comparable across chunkings. Errors are
@@ -55,6 +56,52 @@ fn feed(stream: &[u8], sizes: &[usize], limits: &Limits) -> Vec<Step> {
     steps
 }
 
+/// [`feed`] through `decode_resume`, one state kept across the pieces of each
+/// frame. Each answer must be `decode`'s on the same bytes, and a `needed`
+/// must hold its promise.
+fn feed_resumed(stream: &[u8], sizes: &[usize], limits: &Limits) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut state = Resume::new();
+    let mut start = 0;
+    let mut end = 0;
+    let mut sizes = sizes.iter().cycle();
+    while end < stream.len() {
+        end = (end + *sizes.next().unwrap_or(&1)).clamp(1, stream.len());
+        loop {
+            let pending = &stream[start..end];
+            let answer = decode_resume(pending, limits, &mut state);
+            assert_eq!(
+                answer,
+                decode(pending, limits),
+                "{stream:?} at {start}..{end}"
+            );
+            match answer {
+                Ok(Decoded::Frame { consumed, .. }) => {
+                    steps.push(Step::Frame { consumed });
+                    start += consumed;
+                }
+                Ok(Decoded::Incomplete { needed }) => {
+                    if let Some(enough) = needed
+                        .and_then(|n| start.checked_add(n))
+                        .and_then(|frame_end| stream.get(start..frame_end))
+                    {
+                        assert!(!matches!(
+                            decode(enough, limits),
+                            Ok(Decoded::Incomplete { .. })
+                        ));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    steps.push(Step::Error(core::mem::discriminant(&e)));
+                    return steps;
+                }
+            }
+        }
+    }
+    steps
+}
+
 fn consumed_total(steps: &[Step]) -> usize {
     steps
         .iter()
@@ -71,11 +118,12 @@ fn consumed_total(steps: &[Step]) -> usize {
 fn limits() -> impl Strategy<Value = Limits> {
     prop_oneof![
         Just(Limits::REDIS),
-        (0u8..8, 0usize..40, 0usize..10).prop_map(
-            |(max_depth, max_bulk_len, max_aggregate_len)| Limits {
+        (0u8..8, 0usize..40, 0usize..10, 0usize..24).prop_map(
+            |(max_depth, max_bulk_len, max_aggregate_len, max_elements)| Limits {
                 max_depth,
                 max_bulk_len,
-                max_aggregate_len
+                max_aggregate_len,
+                max_elements,
             }
         ),
     ]
@@ -113,6 +161,17 @@ proptest! {
         let chunked = feed(&bytes, &sizes, &limits);
         prop_assert_eq!(&whole, &chunked);
         prop_assert!(consumed_total(&whole) <= bytes.len());
+    }
+
+    /// Resuming gives what decoding afresh gives, however the stream is cut:
+    /// at every step, and so in the end.
+    #[test]
+    fn resumed_equals_afresh_any_chunking(bytes in stream(), sizes in prop::collection::vec(1usize..17, 1..8), limits in limits()) {
+        let whole = feed(&bytes, &[bytes.len().max(1)], &limits);
+        let resumed = feed_resumed(&bytes, &sizes, &limits);
+        prop_assert_eq!(&whole, &resumed);
+        let by_byte = feed_resumed(&bytes, &[1], &limits);
+        prop_assert_eq!(&whole, &by_byte);
     }
 
     /// A valid stream fed one byte at a time gives the same frames, in the
@@ -161,15 +220,21 @@ proptest! {
     /// Limits hold exactly: a frame within them decodes, one beyond them
     /// fails with a limit error (never a panic, never a frame).
     #[test]
-    fn limits_are_exact(m in model(), max_depth in 0u8..6, max_bulk_len in 0usize..30, max_aggregate_len in 0usize..10) {
-        let limits = Limits { max_depth, max_bulk_len, max_aggregate_len };
+    fn limits_are_exact(m in model(), max_depth in 0u8..6, max_bulk_len in 0usize..30, max_aggregate_len in 0usize..10, max_elements in 0usize..40) {
+        let limits = Limits { max_depth, max_bulk_len, max_aggregate_len, max_elements };
         let bytes = m.to_bytes();
-        let fits = m.depth() <= usize::from(max_depth) && m.longest_bulk() <= max_bulk_len && m.widest() <= max_aggregate_len;
+        let fits = m.depth() <= usize::from(max_depth)
+            && m.longest_bulk() <= max_bulk_len
+            && m.widest() <= max_aggregate_len
+            && m.elements() <= max_elements;
         match decode(&bytes, &limits) {
             Ok(Decoded::Frame { consumed, .. }) => prop_assert!(fits && consumed == bytes.len()),
-            Err(DecodeError::TooDeep { .. } | DecodeError::BulkTooLong { .. } | DecodeError::AggregateTooLong { .. }) => {
-                prop_assert!(!fits)
-            }
+            Err(
+                DecodeError::TooDeep { .. }
+                | DecodeError::BulkTooLong { .. }
+                | DecodeError::AggregateTooLong { .. }
+                | DecodeError::TooManyElements { .. },
+            ) => prop_assert!(!fits),
             other => prop_assert!(false, "{:?}", other),
         }
     }

@@ -27,6 +27,7 @@ const LIMITS: Limits = Limits {
     max_depth: 32,
     max_bulk_len: 1 << 20,
     max_aggregate_len: 1 << 20,
+    max_elements: 1 << 20,
 };
 
 /// The most one reply may take, all its elements together.

@@ -9,8 +9,11 @@
 //! Decoding: [`decode`] looks at the front of a byte slice and returns one
 //! complete [`Frame`] borrowed from it plus the number of bytes it used, or
 //! [`Decoded::Incomplete`], or a [`DecodeError`]. Aggregates are validated in
-//! full (depth, lengths, well-formedness) by that one call, without recursion,
-//! and then iterated lazily with [`Aggregate::iter`].
+//! full (depth, lengths, element counts, well-formedness) by that one call,
+//! without recursion, and then iterated lazily with [`Aggregate::iter`].
+//! [`decode_resume`] is the same for a reply that arrives in pieces: a
+//! fixed-size [`Resume`] kept by the caller makes it go on where the last
+//! call stopped, so the cost stays linear however the reply is cut.
 //!
 //! Streamed aggregates and strings (`$?`, `*?`, `%?`, `~?`, `>?`) are not
 //! supported: Redis never sends them, and they decode to
@@ -33,7 +36,7 @@ pub mod encode;
 #[cfg(feature = "alloc")]
 pub mod interop;
 
-pub use decode::{Aggregate, AggregateIter, decode};
+pub use decode::{Aggregate, AggregateIter, Resume, decode, decode_resume};
 
 /// Limits a hostile or broken server cannot get around.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,19 +47,30 @@ pub struct Limits {
     pub max_depth: u8,
     /// Longest bulk string, bulk error, verbatim string or big number accepted.
     pub max_bulk_len: usize,
-    /// Most elements in one aggregate (a map of n pairs counts 2n).
+    /// Most elements in one aggregate (a map of n pairs counts 2n). At most
+    /// `u32::MAX` (Redis's own limit) whatever this says, on every target.
     pub max_aggregate_len: usize,
+    /// Most elements in one reply, all aggregates at every depth together
+    /// (attributes included; a map of n pairs counts 2n). A caller that
+    /// builds a tree pays per element, not per byte: a reply of 3-byte `_`
+    /// elements turned into 48-byte values takes 16 times its own size, so
+    /// this is what bounds that memory. Checked as each header arrives.
+    pub max_elements: usize,
 }
 
 /// The decoder keeps its nesting stack in a fixed array of this many entries.
 pub const MAX_DEPTH_CAP: u8 = 64;
 
 impl Limits {
-    /// Redis's own limits: 512 MiB bulks, depth 32, 2^32-1 elements.
+    /// Redis's own limits: 512 MiB bulks, depth 32, 2^32-1 elements per
+    /// aggregate, and as many in the whole reply (no tighter than the
+    /// others, so it changes nothing; a caller that allocates per element
+    /// sets its own).
     pub const REDIS: Limits = Limits {
         max_depth: 32,
         max_bulk_len: 512 * 1024 * 1024,
         max_aggregate_len: u32::MAX as usize,
+        max_elements: u32::MAX as usize,
     };
 }
 
@@ -176,7 +190,7 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// What [`decode`] found at the front of the buffer.
+/// What [`decode`] or [`decode_resume`] found at the front of the buffer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Decoded<'a> {
@@ -215,8 +229,12 @@ pub enum DecodeError {
     /// A bulk longer than [`Limits::max_bulk_len`]. Reported from the header,
     /// before the payload; `len` is the length as far as its digits arrived.
     BulkTooLong { len: u64, max: usize },
-    /// An aggregate longer than [`Limits::max_aggregate_len`].
+    /// An aggregate longer than [`Limits::max_aggregate_len`] (or than
+    /// `u32::MAX`, which `max` then says).
     AggregateTooLong { len: u64, max: usize },
+    /// More elements in one reply, all depths together, than
+    /// [`Limits::max_elements`]. Reported at the header that goes over.
+    TooManyElements { max: usize },
     /// A reply still incomplete after this many bytes (the connection's
     /// `max_frame_len`; the decoder itself never returns it).
     FrameTooLong { max: usize },
@@ -253,6 +271,12 @@ impl core::fmt::Display for DecodeError {
                 write!(
                     f,
                     "RESP aggregate of {len} elements exceeds the limit of {max}"
+                )
+            }
+            DecodeError::TooManyElements { max } => {
+                write!(
+                    f,
+                    "RESP reply of more than {max} elements in all (raise Limits::max_elements to accept it)"
                 )
             }
             DecodeError::FrameTooLong { max } => {

@@ -223,6 +223,25 @@ impl Model {
             _ => 0,
         }
     }
+
+    /// Elements of every aggregate together (2n for maps and attributes), as
+    /// `Limits::max_elements` counts them.
+    pub fn elements(&self) -> usize {
+        let pairs = |p: &[(Model, Model)]| {
+            2 * p.len()
+                + p.iter()
+                    .map(|(k, v)| k.elements() + v.elements())
+                    .sum::<usize>()
+        };
+        match self {
+            Model::Array(v) | Model::Set(v) | Model::Push(v) => {
+                v.len() + v.iter().map(Model::elements).sum::<usize>()
+            }
+            Model::Map(p) => pairs(p),
+            Model::Attributed(p, v) => pairs(p) + v.elements(),
+            _ => 0,
+        }
+    }
 }
 
 fn encode_pairs(pairs: &[(Model, Model)], out: &mut Vec<u8>) {

@@ -1,15 +1,21 @@
 //! The RESP codec on the real instruction set: every frame type decodes with
 //! the right length, every strict prefix is `Incomplete`, garbage and limit
-//! breaches are errors, and commands encoded by the encoder decode back to
+//! breaches are errors, lengths past 2^32 are refused as on a 64-bit host
+//! (this `usize` is 32 bits), resumed decoding agrees with one-shot decoding
+//! however a reply is cut, and commands encoded by the encoder decode back to
 //! their arguments (byte-exact, binary-safe).
 #![no_std]
 #![no_main]
+
+use core::mem::discriminant;
 
 use cortex_m_rt::entry;
 use heapless::Vec;
 use panic_semihosting as _;
 use resilis_core::resp::encode::{self, Expiry, SetCondition, SetOptions, Sink};
-use resilis_core::resp::{DecodeError, Decoded, Double, Frame, Limits, decode};
+use resilis_core::resp::{
+    DecodeError, Decoded, Double, Frame, Limits, MAX_DEPTH_CAP, Resume, decode, decode_resume,
+};
 
 #[track_caller]
 fn whole(bytes: &[u8]) -> Frame<'_> {
@@ -160,6 +166,7 @@ fn garbage_and_limits_are_errors() {
         max_depth: 2,
         max_bulk_len: 16,
         max_aggregate_len: 4,
+        max_elements: 6,
     };
     // Refused from the header alone: a hostile length never makes us wait
     // for (or buffer) its payload.
@@ -178,6 +185,12 @@ fn garbage_and_limits_are_errors() {
         decode(b"*1\r\n*1\r\n*1\r\n:1\r\n", &small),
         Err(DecodeError::TooDeep { max: 2 })
     );
+    // Elements of every aggregate together: 4 + 3 > 6, refused at the
+    // header that goes over.
+    assert_eq!(
+        decode(b"*4\r\n*3\r\n", &small),
+        Err(DecodeError::TooManyElements { max: 6 })
+    );
     // Deep nesting within the limit needs no recursion: a fixed stack.
     let mut deep: Vec<u8, 256> = Vec::new();
     for _ in 0..32 {
@@ -193,6 +206,117 @@ fn garbage_and_limits_are_errors() {
         decode(&deep, &Limits::REDIS),
         Err(DecodeError::TooDeep { max: 32 })
     );
+}
+
+/// Feeds `bytes` to `decode_resume` `chunk` bytes more at a time; every
+/// answer must be `decode`'s on the same bytes. Returns the last one.
+#[track_caller]
+fn resumed<'a>(bytes: &'a [u8], limits: &Limits, chunk: usize) -> Result<Decoded<'a>, DecodeError> {
+    let mut state = Resume::new();
+    let mut end = 0;
+    loop {
+        end = (end + chunk).min(bytes.len());
+        let answer = decode_resume(&bytes[..end], limits, &mut state);
+        assert_eq!(answer, decode(&bytes[..end], limits), "cut at {end}");
+        if end == bytes.len() || !matches!(answer, Ok(Decoded::Incomplete { .. })) {
+            return answer;
+        }
+    }
+}
+
+/// On a 32-bit `usize` a length accumulated in `usize` wraps: `$4294967297`
+/// would read as `$1` and frame a different reply than on a 64-bit host.
+/// Every one of these is refused here exactly as there, whole or resumed.
+fn lengths_past_u32_are_refused() {
+    let r = &Limits::REDIS;
+    let bulk = |len| DecodeError::BulkTooLong {
+        len,
+        max: r.max_bulk_len,
+    };
+    let aggregate = |len| DecodeError::AggregateTooLong {
+        len,
+        max: u32::MAX as usize,
+    };
+    let cases: [(&[u8], DecodeError); 12] = [
+        (b"$4294967297\r\nX\r\n", bulk(4_294_967_297)),
+        (b"$4294967296\r\n\r\n", bulk(4_294_967_296)),
+        (b"*2\r\n:1\r\n$4294967297\r\nX\r\n", bulk(4_294_967_297)),
+        (b"*1\r\n*1\r\n$4294967297\r\nX\r\n", bulk(4_294_967_297)),
+        (b"$18446744073709551616\r\nX\r\n", bulk(u64::MAX)),
+        (b"*1\r\n$18446744073709551617\r\n", bulk(u64::MAX)),
+        (b"*4294967297\r\n:1\r\n", aggregate(4_294_967_297)),
+        (b"*1\r\n*4294967297\r\n:1\r\n", aggregate(4_294_967_297)),
+        (b"%2147483649\r\n+k\r\n+v\r\n", aggregate(4_294_967_298)),
+        (b"*1\r\n~1\r\n%2147483649\r\n", aggregate(4_294_967_298)),
+        (b"*18446744073709551616\r\n", aggregate(u64::MAX)),
+        (b"%9223372036854775808\r\n", aggregate(u64::MAX)),
+    ];
+    for (bytes, error) in cases {
+        assert_eq!(decode(bytes, r), Err(error), "{bytes:?}");
+        // Cut short, a limit error reports the length as far as it arrived.
+        for chunk in 1..=bytes.len() {
+            let Err(cut) = resumed(bytes, r, chunk) else {
+                panic!("{bytes:?} in pieces of {chunk}");
+            };
+            assert_eq!(discriminant(&cut), discriminant(&error), "{bytes:?}");
+        }
+    }
+    // Just under the ceiling: waits for the elements.
+    assert_eq!(
+        decode(b"*4294967295\r\n:1\r\n", r),
+        Ok(Decoded::Incomplete { needed: None })
+    );
+    // No limit lifts the ceiling, and a bulk this `usize` cannot hold is
+    // refused rather than wrapped.
+    let loose = Limits {
+        max_depth: MAX_DEPTH_CAP,
+        max_bulk_len: usize::MAX,
+        max_aggregate_len: usize::MAX,
+        max_elements: usize::MAX,
+    };
+    assert_eq!(
+        decode(b"$4294967297\r\nX\r\n", &loose),
+        Err(DecodeError::BulkTooLong {
+            len: 4_294_967_297,
+            max: usize::MAX
+        })
+    );
+    assert_eq!(
+        decode(b"*1\r\n%2147483649\r\n", &loose),
+        Err(aggregate(4_294_967_298))
+    );
+}
+
+/// `decode_resume` on the real instruction set: the same answers as
+/// `decode` at every cut, nesting and attributes included, in a state of
+/// fixed size.
+fn resumed_decoding_agrees_with_one_shot() {
+    let replies: [&[u8]; 4] = [
+        b"|1\r\n+ttl\r\n:3\r\n*3\r\n$5\r\nhello\r\n%1\r\n+k\r\n*1\r\n:1\r\n+tail\r\n",
+        b"*1\r\n*1\r\n*1\r\n*2\r\n|1\r\n+k\r\n+v\r\n$3\r\nabc\r\n_\r\n",
+        b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n",
+        b"-ERR unknown command\r\n",
+    ];
+    for reply in replies {
+        for chunk in 1..=reply.len() {
+            let Ok(Decoded::Frame { consumed, .. }) = resumed(reply, &Limits::REDIS, chunk) else {
+                panic!("{reply:?} in pieces of {chunk}");
+            };
+            assert_eq!(consumed, reply.len());
+        }
+    }
+    // The element budget is carried from one call to the next.
+    let budget = Limits {
+        max_elements: 3,
+        ..Limits::REDIS
+    };
+    assert_eq!(
+        resumed(b"*2\r\n:1\r\n*2\r\n:2\r\n:3\r\n", &budget, 1),
+        Err(DecodeError::TooManyElements { max: 3 })
+    );
+    // What a connection keeps for a reply in progress: the 64-entry stack
+    // of u32 counts (256 bytes), positions, the frame's own header.
+    assert!(core::mem::size_of::<Resume>() <= 320);
 }
 
 /// Decodes an encoded command back into its arguments.
@@ -277,6 +401,11 @@ fn main() -> ! {
             (
                 "garbage_and_limits_are_errors",
                 garbage_and_limits_are_errors,
+            ),
+            ("lengths_past_u32_are_refused", lengths_past_u32_are_refused),
+            (
+                "resumed_decoding_agrees_with_one_shot",
+                resumed_decoding_agrees_with_one_shot,
             ),
             ("commands_round_trip", commands_round_trip),
         ],

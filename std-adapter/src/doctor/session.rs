@@ -22,6 +22,8 @@ const LIMITS: Limits = Limits {
     max_depth: 8,
     max_bulk_len: MAX_REPLY,
     max_aggregate_len: 100_000,
+    // The reply becomes a tree of `Reply`s: bound what it costs.
+    max_elements: 100_000,
 };
 /// Server error texts are quoted up to this many characters.
 const QUOTE: usize = 200;
