@@ -15,8 +15,10 @@
 //! - [`Error::Config`] / [`Error::Tls`]: a setting is wrong; the message names
 //!   the variable and the fix.
 //!
-//! No variant ever holds a password: configuration errors quote values only
-//! for non-secret fields (the core guarantees that), and URLs are never kept.
+//! No variant ever holds a password: configuration errors never quote a
+//! password, any part of a URL's `user:password` or a whole URL (the core
+//! guarantees that; `tests/secrets.rs` checks it over random mistyped URLs),
+//! and TLS errors quote only paths and host names.
 
 use std::fmt;
 

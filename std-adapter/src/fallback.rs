@@ -47,6 +47,13 @@ impl Default for FallbackConfig {
     }
 }
 
+/// When an entry given `ttl` at `now` expires; `None` (never) when that is
+/// past what `Instant` can hold (`ex(u64::MAX)`, `expire(Duration::MAX)`,
+/// a `learned_ttl` of `Duration::MAX`): such a TTL outlives the process.
+pub(crate) fn expiry_after(now: Instant, ttl: Duration) -> Option<Instant> {
+    now.checked_add(ttl)
+}
+
 const ENTRY_OVERHEAD: usize = 64;
 const NIL: usize = usize::MAX;
 /// A freed slot keeps its buffers for the next insert, up to this size.
@@ -188,14 +195,20 @@ impl Lru {
         }
     }
 
-    /// Sets the expiry of a live entry; false if there is none.
-    pub(crate) fn set_expiry(&mut self, key: &[u8], expires: Instant, now: Instant) -> bool {
+    /// Sets the expiry of a live entry (`None`: never); false if there is
+    /// none.
+    pub(crate) fn set_expiry(
+        &mut self,
+        key: &[u8],
+        expires: Option<Instant>,
+        now: Instant,
+    ) -> bool {
         if self.get(key, now).is_none() {
             return false;
         }
         // `get` just made it the head.
         if self.head != NIL {
-            self.nodes[self.head].expires = Some(expires);
+            self.nodes[self.head].expires = expires;
         }
         true
     }
@@ -349,6 +362,23 @@ mod tests {
         assert!(lru.contains(b"a", now));
         assert!(!lru.contains(b"a", now + Duration::from_secs(2)));
         assert_eq!(lru.len(), 0, "expired entries are removed when seen");
+    }
+
+    #[test]
+    fn a_ttl_past_what_instant_holds_never_expires() {
+        let now = t0();
+        assert_eq!(expiry_after(now, Duration::MAX), None);
+        assert_eq!(expiry_after(now, Duration::from_secs(u64::MAX)), None);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(expiry_after(now, hour), Some(now + hour));
+        let mut lru = Lru::new(10, 1 << 20);
+        lru.put(b"a", b"1", expiry_after(now, Duration::MAX));
+        assert!(lru.contains(b"a", now + Duration::from_secs(1 << 40)));
+        assert!(lru.set_expiry(b"a", Some(now + hour), now));
+        assert!(!lru.contains(b"a", now + 2 * hour));
+        lru.put(b"b", b"2", Some(now + hour));
+        assert!(lru.set_expiry(b"b", expiry_after(now, Duration::MAX), now));
+        assert!(lru.contains(b"b", now + 2 * hour));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! takes an explicit `REDIS_TLS_INSECURE=true`, which the driver answers with
 //! a WARN on every connect: the seed's `rejectUnauthorized: false`, made
 //! honest. A bad file is a [`TlsConfigError`] naming the variable and the fix,
-//! found when the client is built, not at the first connect.
+//! found when the client is built, not at the first connect. So is a
+//! `REDIS_TLS_*` setting on a connection without TLS, which would otherwise
+//! be silently ignored ([`TlsOptions::check_tls_on`]).
 //!
 //! [`client_config`] is public so that the `resilis doctor` CLI checks TLS
 //! exactly as the client does.
@@ -121,21 +123,135 @@ impl TlsOptions {
         Ok(options)
     }
 
-    /// The name to verify the certificate against: the override, else the host.
-    pub fn server_name_for(&self, host: &str) -> Result<ServerName<'static>, TlsConfigError> {
-        let name = self.server_name.as_deref().unwrap_or(host);
-        ServerName::try_from(name.to_owned()).map_err(|_| {
+    /// The name to verify the certificate against: the override, else the
+    /// host, which came from `host_source` (named by the error).
+    pub fn server_name_for(
+        &self,
+        host: &str,
+        host_source: HostSource,
+    ) -> Result<ServerName<'static>, TlsConfigError> {
+        if let Some(name) = &self.server_name {
+            return ServerName::try_from(name.clone()).map_err(|_| {
+                TlsConfigError::new(
+                    "REDIS_TLS_SERVER_NAME",
+                    name,
+                    "is not a valid DNS name or IP address for TLS",
+                    "set REDIS_TLS_SERVER_NAME to the host name on the server's certificate",
+                )
+            });
+        }
+        ServerName::try_from(host.to_owned()).map_err(|_| {
             TlsConfigError::new(
-                if self.server_name.is_some() {
-                    "REDIS_TLS_SERVER_NAME"
-                } else {
-                    "REDIS_HOST"
-                },
-                name,
+                host_source.setting(),
+                host,
                 "is not a valid DNS name or IP address for TLS",
-                "set REDIS_TLS_SERVER_NAME to the host name on the server's certificate",
+                host_source.fix(),
             )
         })
+    }
+
+    /// Refuses TLS settings on a connection without TLS (`redis://` and
+    /// `REDIS_TLS` not true), which would ignore them: a CA file or a client
+    /// certificate set for nothing means the URL is not the one intended.
+    /// `REDIS_TLS_INSECURE=false` is the default, and is no setting.
+    pub fn check_tls_on(&self, tls: bool) -> Result<(), TlsConfigError> {
+        if tls {
+            return Ok(());
+        }
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let set = [
+            ("REDIS_TLS_CA_FILE", path(&self.ca_file)),
+            ("REDIS_TLS_CERT_FILE", path(&self.cert_file)),
+            ("REDIS_TLS_KEY_FILE", path(&self.key_file)),
+            ("REDIS_TLS_SERVER_NAME", self.server_name.clone()),
+            (
+                "REDIS_TLS_INSECURE",
+                self.insecure.then(|| "true".to_owned()),
+            ),
+        ];
+        let Some((variable, Some(value))) = set.into_iter().find(|(_, v)| v.is_some()) else {
+            return Ok(());
+        };
+        let fix = match variable {
+            "REDIS_TLS_CA_FILE" => {
+                "use a rediss:// URL or set REDIS_TLS=true, or unset REDIS_TLS_CA_FILE"
+            }
+            "REDIS_TLS_CERT_FILE" => {
+                "use a rediss:// URL or set REDIS_TLS=true, or unset REDIS_TLS_CERT_FILE"
+            }
+            "REDIS_TLS_KEY_FILE" => {
+                "use a rediss:// URL or set REDIS_TLS=true, or unset REDIS_TLS_KEY_FILE"
+            }
+            "REDIS_TLS_SERVER_NAME" => {
+                "use a rediss:// URL or set REDIS_TLS=true, or unset REDIS_TLS_SERVER_NAME"
+            }
+            _ => "use a rediss:// URL or set REDIS_TLS=true, or unset REDIS_TLS_INSECURE",
+        };
+        Err(TlsConfigError::new(
+            variable,
+            value,
+            "is set, but TLS is off (redis://, REDIS_TLS not true) and would ignore it",
+            fix,
+        ))
+    }
+}
+
+/// Where the host to connect to came from, so that an error about it (a
+/// host that cannot be a TLS server name) names the setting to fix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostSource {
+    /// The host of `REDIS_URL`.
+    RedisUrl,
+    /// The host of a URL given in code (`Options::from_url`,
+    /// `Client::connect`) or on the command line.
+    Url,
+    /// `REDIS_HOST`.
+    RedisHost,
+    /// `Config::host`, set in code (or its default).
+    #[default]
+    Config,
+}
+
+impl HostSource {
+    /// Where [`resilis_core::Config::from_env`] takes the host from, with
+    /// the same lookup.
+    pub fn of_env(mut lookup: impl FnMut(&str) -> Option<String>) -> HostSource {
+        let mut set = |name: &str| lookup(name).is_some_and(|v| !v.trim().is_empty());
+        if set("REDIS_URL") {
+            HostSource::RedisUrl
+        } else if set("REDIS_HOST") {
+            HostSource::RedisHost
+        } else {
+            HostSource::Config
+        }
+    }
+
+    /// The setting an error names, e.g. `REDIS_URL host`.
+    pub fn setting(self) -> &'static str {
+        match self {
+            HostSource::RedisUrl => "REDIS_URL host",
+            HostSource::Url => "URL host",
+            HostSource::RedisHost => "REDIS_HOST",
+            HostSource::Config => "Config::host",
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            HostSource::RedisUrl => {
+                "fix the host in REDIS_URL, or set REDIS_TLS_SERVER_NAME to the host name on the server's certificate"
+            }
+            HostSource::Url => {
+                "fix the host in the URL, or set REDIS_TLS_SERVER_NAME (TlsOptions::server_name) to the host name on the server's certificate"
+            }
+            HostSource::RedisHost => {
+                "fix REDIS_HOST, or set REDIS_TLS_SERVER_NAME to the host name on the server's certificate"
+            }
+            HostSource::Config => {
+                "fix Config::host, or set TlsOptions::server_name to the host name on the server's certificate"
+            }
+        }
     }
 }
 
@@ -517,6 +633,68 @@ mod tests {
         assert_eq!(err.variable, "REDIS_TLS_SERVER_NAME");
         let ok =
             TlsOptions::from_lookup(lookup(&[("REDIS_TLS_SERVER_NAME", "localhost")])).unwrap();
-        assert!(ok.server_name_for("127.0.0.1").is_ok());
+        assert!(ok.server_name_for("127.0.0.1", HostSource::Url).is_ok());
+        assert!(ok.server_name_for("bad host!", HostSource::Url).is_ok());
+    }
+
+    #[test]
+    fn a_bad_host_name_says_where_the_host_came_from() {
+        let none = TlsOptions::default();
+        for (source, setting, fix) in [
+            (
+                HostSource::RedisUrl,
+                "REDIS_URL host",
+                "fix the host in REDIS_URL",
+            ),
+            (HostSource::Url, "URL host", "fix the host in the URL"),
+            (HostSource::RedisHost, "REDIS_HOST", "fix REDIS_HOST"),
+            (HostSource::Config, "Config::host", "fix Config::host"),
+        ] {
+            let err = none.server_name_for("bad host!", source).unwrap_err();
+            assert_eq!(err.variable, setting);
+            assert!(err.fix.starts_with(fix), "{err}");
+            assert!(err.fix.contains("REDIS_TLS_SERVER_NAME") || err.fix.contains("server_name"));
+        }
+        let err = none
+            .server_name_for("bad host!", HostSource::RedisUrl)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "REDIS_URL host=\"bad host!\" is not a valid DNS name or IP address for TLS: fix the host in REDIS_URL, or set REDIS_TLS_SERVER_NAME to the host name on the server's certificate"
+        );
+        let env = lookup(&[("REDIS_URL", "rediss://h"), ("REDIS_HOST", "x")]);
+        assert_eq!(HostSource::of_env(env), HostSource::RedisUrl);
+        let env = lookup(&[("REDIS_URL", " "), ("REDIS_HOST", "x")]);
+        assert_eq!(HostSource::of_env(env), HostSource::RedisHost);
+        assert_eq!(HostSource::of_env(lookup(&[])), HostSource::Config);
+    }
+
+    #[test]
+    fn tls_settings_without_tls_are_refused() {
+        for (variable, value) in [
+            ("REDIS_TLS_CA_FILE", "/etc/ca.pem"),
+            ("REDIS_TLS_CERT_FILE", "/etc/client.crt"),
+            ("REDIS_TLS_KEY_FILE", "/etc/client.key"),
+            ("REDIS_TLS_SERVER_NAME", "cache.example.com"),
+            ("REDIS_TLS_INSECURE", "true"),
+        ] {
+            let options = TlsOptions::from_lookup(lookup(&[(variable, value)])).unwrap();
+            assert!(options.check_tls_on(true).is_ok());
+            let err = options.check_tls_on(false).unwrap_err();
+            assert_eq!((err.variable, err.value.as_str()), (variable, value));
+            assert!(err.fix.contains("rediss://") && err.fix.contains("REDIS_TLS=true"));
+            assert!(err.fix.ends_with(variable), "{err}");
+        }
+        let err = TlsOptions::from_lookup(lookup(&[("REDIS_TLS_CA_FILE", "/etc/ca.pem")]))
+            .unwrap()
+            .check_tls_on(false)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "REDIS_TLS_CA_FILE=\"/etc/ca.pem\" is set, but TLS is off (redis://, REDIS_TLS not true) and would ignore it: use a rediss:// URL or set REDIS_TLS=true, or unset REDIS_TLS_CA_FILE"
+        );
+        // Nothing set, or only the default, is fine.
+        let quiet = TlsOptions::from_lookup(lookup(&[("REDIS_TLS_INSECURE", "false")])).unwrap();
+        assert!(quiet.check_tls_on(false).is_ok());
     }
 }

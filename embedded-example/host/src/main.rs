@@ -128,7 +128,9 @@ struct Buffers {
 }
 
 fn config(url: &str) -> Config {
-    Config::from_url(url).unwrap_or_else(|e| fail(&format!("config {url}: {e}")))
+    // The error names the field and the fix; the URL itself may hold a
+    // password and is never printed.
+    Config::from_url(url).unwrap_or_else(|e| fail(&format!("config: {e}")))
 }
 
 fn connection(

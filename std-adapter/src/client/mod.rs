@@ -40,9 +40,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::driver::{self, Command, Driver, Reply, Request, TlsSetup};
 use crate::error::Error;
-use crate::fallback::FallbackConfig;
+use crate::fallback::{FallbackConfig, expiry_after};
 use crate::health::{Health, Shared, Status};
-use crate::tls::{TlsOptions, client_config};
+use crate::tls::{HostSource, TlsOptions, client_config};
 use crate::value::Value;
 
 mod cmd;
@@ -92,21 +92,31 @@ pub struct Options {
     pub tls: TlsOptions,
     pub offline: OfflineMode,
     pub fallback: FallbackConfig,
+    /// Where `config.host` came from, named by an error about it.
+    pub host_source: HostSource,
 }
 
 impl Options {
     /// The seed's variables (`REDIS_URL`, `REDIS_HOST`, `REDIS_PORT`,
-    /// `REDIS_PASSWORD`, `REDIS_TLS`, ...) and the `REDIS_TLS_*` ones.
+    /// `REDIS_PASSWORD`, `REDIS_TLS`, ...) and the `REDIS_TLS_*` ones. A
+    /// `REDIS_TLS_*` setting on a connection without TLS is refused (see
+    /// [`TlsOptions::check_tls_on`]).
     pub fn from_env() -> Result<Options, Error> {
-        let config = Config::from_env(|name| std::env::var(name).ok())?;
-        let tls = TlsOptions::from_env()?;
-        Ok(Options::from_config(config).tls(tls))
+        let env = |name: &str| std::env::var(name).ok();
+        let config = Config::from_env(env)?;
+        let tls = TlsOptions::from_lookup(env)?;
+        tls.check_tls_on(config.tls)?;
+        let mut options = Options::from_config(config).tls(tls);
+        options.host_source = HostSource::of_env(env);
+        Ok(options)
     }
 
     /// A `redis://` or `rediss://` URL; TLS options at their defaults
     /// (verification against the Mozilla roots): add a CA with `.tls(...)`.
     pub fn from_url(url: &str) -> Result<Options, Error> {
-        Ok(Options::from_config(Config::from_url(url)?))
+        let mut options = Options::from_config(Config::from_url(url)?);
+        options.host_source = HostSource::Url;
+        Ok(options)
     }
 
     pub fn from_config(mut config: Config) -> Options {
@@ -117,11 +127,22 @@ impl Options {
         if config.tls_silence_timeout.is_none() {
             config.tls_silence_timeout = Some(resilis_core::Duration::from_secs(3));
         }
+        // Every element of a reply becomes a `Value` here (48 bytes), three
+        // times or more the bytes it took on the wire (`_\r\n`): bound the
+        // elements of one reply so that its Values take no more memory than
+        // `max_frame_len` lets its bytes take (512 MiB / 48 B: 11 184 810
+        // elements by default). Raise with
+        // `configure(|c| c.resp_limits.max_elements = ...)`.
+        if config.resp_limits.max_elements == resilis_core::resp::Limits::REDIS.max_elements {
+            config.resp_limits.max_elements =
+                (config.max_frame_len / std::mem::size_of::<crate::Value>()).max(1);
+        }
         Options {
             config,
             tls: TlsOptions::default(),
             offline: OfflineMode::default(),
             fallback: FallbackConfig::default(),
+            host_source: HostSource::Config,
         }
     }
 
@@ -274,12 +295,16 @@ impl Client {
     }
 
     /// Starts a client; TLS files are read and checked now, so a bad
-    /// `REDIS_TLS_CA_FILE` fails here and not at the first connect.
+    /// `REDIS_TLS_CA_FILE` fails here and not at the first connect, and so
+    /// does a TLS setting on a connection without TLS.
     pub fn with_options(options: Options) -> Result<Client, Error> {
+        options.tls.check_tls_on(options.config.tls)?;
         let tls = if options.config.tls {
             Some(TlsSetup {
                 connector: tokio_rustls::TlsConnector::from(client_config(&options.tls)?),
-                server_name: options.tls.server_name_for(&options.config.host)?,
+                server_name: options
+                    .tls
+                    .server_name_for(&options.config.host, options.host_source)?,
                 insecure: options.tls.insecure,
             })
         } else {
@@ -323,7 +348,11 @@ impl Client {
     /// with the last reason and its fix.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
         let mut events = self.events();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        // `Duration::MAX` means "as long as it takes": about 30 years.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
         // Bounded by the deadline.
         loop {
             {
@@ -471,7 +500,9 @@ impl Client {
         }
         let mut fb = self.shared().fallback();
         match value {
-            Some(v) => fb.cache.put(key, v, ttl.map(|t| Instant::now() + t)),
+            Some(v) => fb
+                .cache
+                .put(key, v, ttl.and_then(|t| expiry_after(Instant::now(), t))),
             None => {
                 fb.cache.remove(key, Instant::now());
             }

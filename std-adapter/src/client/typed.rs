@@ -10,6 +10,7 @@ use resilis_core::resp::encode::{self, CommandEncoder, Expiry, SetCondition};
 use super::{Client, Source, Sourced};
 use crate::encoding::encode_vec;
 use crate::error::Error;
+use crate::fallback::expiry_after;
 use crate::value::{FromValue, Value, convert};
 
 /// Options of a SET: `SetOptions::new().ex(60).nx()`.
@@ -167,7 +168,9 @@ impl Client {
         let bytes = if ttl.subsec_millis() == 0 {
             encode_vec(|b| encode::expire(b, key, ttl.as_secs()))
         } else {
-            let ms = ttl.as_millis() as u64;
+            // Saturated, never wrapped: a TTL past u64 milliseconds is
+            // refused by Redis, not cut to a short one.
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
             encode_vec(|b| {
                 let mut c = CommandEncoder::new(b, 3);
                 c.arg(b"PEXPIRE").arg(key).arg_uint(ms);
@@ -175,14 +178,22 @@ impl Client {
             })
         };
         let set: bool = convert(self.redis(bytes, Class::WRITE).await?)?;
-        if set && self.write_through() {
+        if set {
+            self.learn_expiry(key, ttl);
+        }
+        Ok(set)
+    }
+
+    /// Write-through of an EXPIRE Redis applied: a TTL too large for an
+    /// `Instant` keeps the cached value with no expiry.
+    fn learn_expiry(&self, key: &[u8], ttl: Duration) {
+        if self.write_through() {
             let now = Instant::now();
             self.shared()
                 .fallback()
                 .cache
-                .set_expiry(key, now + ttl, now);
+                .set_expiry(key, expiry_after(now, ttl), now);
         }
-        Ok(set)
     }
 
     /// `TTL key`: seconds left, -1 without expiry, -2 if the key is missing.
@@ -308,5 +319,55 @@ impl Client {
         self.redis(encode_vec(encode::ping), Class::READ)
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Options;
+
+    /// A client whose connection never comes up: only its cache is used.
+    fn client_without_server() -> Client {
+        Client::with_options(Options::from_url("redis://127.0.0.1:1").unwrap()).unwrap()
+    }
+
+    fn cached(client: &Client, key: &[u8], at: Instant) -> bool {
+        client.shared().fallback().cache.get(key, at).is_some()
+    }
+
+    /// The write-through after Redis accepted a huge TTL panicked with
+    /// "overflow when adding duration to instant".
+    #[tokio::test]
+    async fn huge_ttls_never_panic_and_never_expire() {
+        let client = client_without_server();
+        let later = Instant::now() + Duration::from_secs(1 << 40);
+        for options in [
+            SetOptions::new().ex(u64::MAX),
+            SetOptions::new().px(u64::MAX),
+        ] {
+            client.learn(b"k", Some(b"v"), options.ttl());
+            assert!(cached(&client, b"k", later), "{options:?}");
+        }
+        client.learn(b"k", Some(b"v"), Some(Duration::from_secs(60)));
+        assert!(!cached(&client, b"k", later));
+        client.learn(b"k", Some(b"v"), Some(Duration::from_secs(60)));
+        client.learn_expiry(b"k", Duration::MAX);
+        assert!(cached(&client, b"k", later));
+        client.learn_expiry(b"k", Duration::from_secs(60));
+        assert!(!cached(&client, b"k", later));
+        client.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn waiting_forever_for_ready_does_not_panic() {
+        let client = client_without_server();
+        let stopper = client.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stopper.shutdown().await;
+        });
+        let waited = client.wait_ready(Duration::MAX).await;
+        assert!(matches!(waited, Err(Error::Shutdown)), "{waited:?}");
     }
 }

@@ -18,7 +18,7 @@ use super::session::{Session, classify_io, reason_name};
 use super::tls;
 use super::tls_probe::{plaintext_tls_verdict, tls_step};
 use super::{Options, Resolver};
-use crate::tls::{TLS_ENV_VARS, TlsOptions};
+use crate::tls::{HostSource, TLS_ENV_VARS, TlsOptions};
 
 /// The diagnosis so far: steps in order, and the failure that ended it.
 pub(super) struct Diagnosis {
@@ -266,6 +266,8 @@ async fn walk(
 pub(super) struct Trust {
     pub config: Arc<rustls::ClientConfig>,
     pub recorder: tls::Recorder,
+    /// Where the host (the name to verify) came from.
+    pub host_source: HostSource,
 }
 
 /// Parses the configuration exactly as the client does; on TLS URLs also
@@ -334,6 +336,10 @@ fn config_step(
             return None;
         }
     };
+    let host_source = match url {
+        Some(_) => HostSource::Url,
+        None => HostSource::of_env(env),
+    };
     let target = target(&config, &tls_settings, source, env_used, options);
     let mut details = vec![format!(
         "{}:{} · TLS {} · user {} · password {} · db {} · RESP{}",
@@ -366,10 +372,37 @@ fn config_step(
     }
     let summary = format!("settings from {}", target.source);
     d.target = Some(target);
+    // As the client refuses them: TLS settings without TLS, a host that
+    // cannot be a TLS server name.
+    let refused = match tls_settings.check_tls_on(config.tls) {
+        Err(e) => Some(e),
+        Ok(()) if config.tls => tls_settings
+            .server_name_for(config.host.as_str(), host_source)
+            .err(),
+        Ok(()) => None,
+    };
+    if let Some(e) = refused {
+        d.fail(
+            StepName::Config,
+            started,
+            details,
+            failure(
+                StepName::Config,
+                None,
+                format!("the configuration is invalid: {e}"),
+                e.fix,
+            ),
+        );
+        return None;
+    }
     let trust = if config.tls {
         let recorder: tls::Recorder = Arc::default();
         match tls::trust_config(&tls_settings, recorder.clone()) {
-            Ok(config) => Some(Trust { config, recorder }),
+            Ok(config) => Some(Trust {
+                config,
+                recorder,
+                host_source,
+            }),
             Err(e) => {
                 d.fail(
                     StepName::Config,
@@ -381,12 +414,6 @@ fn config_step(
             }
         }
     } else {
-        if tls_settings.ca_file.is_some() || tls_settings.insecure {
-            d.warnings.push(
-                "REDIS_TLS_CA_FILE / REDIS_TLS_INSECURE are set but TLS is off (redis://): they have no effect"
-                    .to_owned(),
-            );
-        }
         let loopback = config.host.as_str() == "localhost"
             || config
                 .host

@@ -19,7 +19,7 @@ use super::report::{Status, Step, StepName};
 use super::session::{HandshakeResult, classify_io, classify_reply, quote};
 use super::steps::{Diagnosis, Failure, Trust, failure, show_duration};
 use super::tls;
-use crate::tls::TlsOptions;
+use crate::tls::{HostSource, TlsOptions};
 
 /// A certificate expiring sooner than this is a warning.
 const EXPIRY_WARNING_DAYS: i64 = 14;
@@ -42,7 +42,7 @@ pub(super) async fn tls_step(
         .server_name
         .clone()
         .unwrap_or_else(|| config.host.as_str().to_owned());
-    let name = match settings.server_name_for(config.host.as_str()) {
+    let name = match settings.server_name_for(config.host.as_str(), trust.host_source) {
         Ok(n) => n,
         Err(e) => {
             d.fail(
@@ -57,6 +57,7 @@ pub(super) async fn tls_step(
     let Trust {
         config: trust,
         recorder,
+        ..
     } = trust;
     let connector = TlsConnector::from(trust);
     let handshake = timeout(limit, connector.connect(name.clone(), tcp));
@@ -377,7 +378,7 @@ pub(super) async fn plaintext_tls_verdict(
         return false;
     }
     let name = settings
-        .server_name_for(config.host.as_str())
+        .server_name_for(config.host.as_str(), HostSource::Config)
         .unwrap_or_else(|_| ServerName::try_from("localhost").expect("a valid DNS name"));
     let probe = speaks_tls(addr, name, limit).await;
     let how = match &result.outcome {

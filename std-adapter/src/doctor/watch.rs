@@ -15,7 +15,7 @@ use resilis_core::{Config, Event};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::steps::{redacted_url, show_duration};
-use crate::tls::TlsOptions;
+use crate::tls::{HostSource, TlsOptions};
 use crate::{Client, Health};
 
 /// Events kept on screen in interactive mode.
@@ -64,8 +64,12 @@ pub async fn watch(
     }
     let tls = TlsOptions::from_lookup(env).map_err(|e| e.to_string())?;
     let target = redacted_url(&config);
-    let client = Client::with_options(crate::Options::from_config(config.clone()).tls(tls))
-        .map_err(|e| e.to_string())?;
+    let mut client_options = crate::Options::from_config(config.clone()).tls(tls);
+    client_options.host_source = match url {
+        Some(_) => HostSource::Url,
+        None => HostSource::of_env(env),
+    };
+    let client = Client::with_options(client_options).map_err(|e| e.to_string())?;
     // Subscribed before the driver task first runs (it needs this task to
     // yield), so the first Connecting is not missed.
     let mut events = client.events();
