@@ -108,6 +108,9 @@ pub enum DisconnectReason {
     HandshakeRejected,
     /// Nothing received while the oldest request (or PING) waited `ping_timeout`.
     PingTimeout,
+    /// A reply was arriving, but fewer than `min_reply_rate` bytes of it came
+    /// in over a whole `ping_timeout`: alive, yet too slow to be useful.
+    SlowReply,
     /// The server sent bytes that are not valid RESP or break a limit.
     Protocol(DecodeError),
     /// A reply arrived with no request outstanding.
@@ -209,6 +212,9 @@ impl DisconnectReason {
             PingTimeout => {
                 "no reply within ping_timeout: the connection was silently dropped (idle firewall, failover); resilis reconnects"
             }
+            SlowReply => {
+                "the link or the server is too slow for this reply (bandwidth, a huge value, server load): find out why, or lower min_reply_rate (0 turns the floor off); resilis reconnects"
+            }
             Protocol(_) => {
                 "the peer is not a Redis server or sent a reply over the configured limits"
             }
@@ -253,6 +259,9 @@ impl fmt::Display for DisconnectReason {
             TryAgain => f.write_str("server asked to try again (TRYAGAIN)")?,
             HandshakeRejected => f.write_str("the server rejected the handshake")?,
             PingTimeout => f.write_str("no reply within the ping timeout (dead connection)")?,
+            SlowReply => {
+                f.write_str("a reply arrived slower than min_reply_rate bytes per ping_timeout")?
+            }
             Protocol(e) => write!(f, "{e}")?,
             UnexpectedReply => f.write_str("unexpected reply")?,
             Shutdown => f.write_str("shut down")?,
@@ -419,6 +428,7 @@ mod tests {
             DisconnectReason::MasterDown,
             DisconnectReason::TryAgain,
             DisconnectReason::Abandoned,
+            DisconnectReason::SlowReply,
         ] {
             assert_eq!(busy.class(), FailureClass::Transient, "{busy:?}");
         }
@@ -449,6 +459,11 @@ mod tests {
         );
         assert!(
             text.contains("closed the connection") && text.contains("rediss:// or REDIS_TLS=true"),
+            "{text}"
+        );
+        let text = std::format!("{}", DisconnectReason::SlowReply);
+        assert!(
+            text.contains("slower than min_reply_rate") && text.contains("too slow"),
             "{text}"
         );
     }

@@ -31,6 +31,7 @@ fn thousands_of_cycles_keep_every_invariant() {
         total.not_applied += t.not_applied;
         total.fallback += t.fallback;
         total.cancelled += t.cancelled;
+        total.slow_replies += t.slow_replies;
         total.max_delay = total.max_delay.max(t.max_delay);
     }
     // The faults really happened and the connection really recovered.
@@ -56,6 +57,8 @@ fn thousands_of_cycles_keep_every_invariant() {
         assert!(n > 0, "no command ended {what}: {total:?}");
     }
     assert!(total.max_delay <= Duration::from_secs(3), "{total:?}");
+    // Replies trickled in below min_reply_rate, and were cut for it.
+    assert!(total.slow_replies > 0, "{total:?}");
 }
 
 #[test]

@@ -100,6 +100,9 @@ struct Faults {
     idle: Option<(Duration, IdleAction)>,
     /// (direction, byte budget, generation): each change is a new budget.
     close_after: Option<(Direction, u64, u64)>,
+    /// Bytes per second, per direction: a slow link.
+    rate_to_server: Option<u64>,
+    rate_to_client: Option<u64>,
 }
 
 enum Control {
@@ -242,6 +245,15 @@ impl FaultProxy {
         self.shared.update(|f| match direction {
             Direction::ToServer => f.latency_to_server = latency,
             Direction::ToClient => f.latency_to_client = latency,
+        });
+    }
+
+    /// A slow link: at most `bytes_per_sec` forwarded in `direction`
+    /// (`None`: unlimited), paced in 10 ms slices.
+    pub fn set_rate(&self, direction: Direction, bytes_per_sec: Option<u64>) {
+        self.shared.update(|f| match direction {
+            Direction::ToServer => f.rate_to_server = bytes_per_sec,
+            Direction::ToClient => f.rate_to_client = bytes_per_sec,
         });
     }
 
@@ -401,11 +413,43 @@ async fn write_due(
     w: &mut (impl AsyncWriteExt + Unpin),
     pipe: &Pipe,
     budget: Option<u64>,
+    pace: &Pace,
 ) -> io::Result<usize> {
     let (due, bytes) = pipe.front().expect("only polled when non-empty");
-    sleep_until(due).await;
+    sleep_until(due.max(pace.next)).await;
     let len = budget.map_or(bytes.len(), |b| bytes.len().min(b as usize));
+    let len = pace.rate.map_or(len, |r| len.min(Pace::slice(r)));
     w.write(&bytes[..len]).await
+}
+
+/// A bandwidth limit on one direction: writes of at most 10 ms worth of
+/// bytes, each followed by the pause its size costs at the rate.
+struct Pace {
+    rate: Option<u64>,
+    next: Instant,
+}
+
+impl Pace {
+    fn new() -> Pace {
+        Pace {
+            rate: None,
+            next: Instant::now(),
+        }
+    }
+
+    fn slice(rate: u64) -> usize {
+        (rate / 100).max(1) as usize
+    }
+
+    fn set(&mut self, rate: Option<u64>) {
+        self.rate = rate.filter(|&r| r > 0);
+    }
+
+    fn wrote(&mut self, n: usize) {
+        if let Some(rate) = self.rate {
+            self.next = Instant::now() + Duration::from_secs_f64(n as f64 / rate as f64);
+        }
+    }
 }
 
 enum End {
@@ -496,6 +540,8 @@ async fn run_connection(
         let (mut server_w_shut, mut client_w_shut) = (false, false);
         let mut budget: Option<(Direction, u64)> = None;
         let mut budget_generation = 0;
+        let mut up_pace = Pace::new();
+        let mut down_pace = Pace::new();
 
         loop {
             let faults = lock(&shared.faults).clone();
@@ -507,6 +553,8 @@ async fn run_connection(
                 None => budget = None,
                 _ => {}
             }
+            up_pace.set(faults.rate_to_server);
+            down_pace.set(faults.rate_to_client);
             let up_budget = budget.and_then(|(d, n)| (d == Direction::ToServer).then_some(n));
             let down_budget = budget.and_then(|(d, n)| (d == Direction::ToClient).then_some(n));
             if up_budget == Some(0) || down_budget == Some(0) {
@@ -543,9 +591,10 @@ async fn run_connection(
                     }
                     Err(_) => break End::Reset,
                 },
-                r = write_due(&mut server_w, &up, up_budget), if !stalled && !up.is_empty() => match r {
+                r = write_due(&mut server_w, &up, up_budget, &up_pace), if !stalled && !up.is_empty() => match r {
                     Ok(n) => {
                         up.consume(n);
+                        up_pace.wrote(n);
                         shared.bytes_to_server.fetch_add(n as u64, Ordering::Relaxed);
                         if let Some((_, left)) = budget.as_mut().filter(|(d, _)| *d == Direction::ToServer) {
                             *left -= n as u64;
@@ -554,9 +603,10 @@ async fn run_connection(
                     }
                     Err(_) => break End::Reset,
                 },
-                r = write_due(&mut client_w, &down, down_budget), if !stalled && !down.is_empty() => match r {
+                r = write_due(&mut client_w, &down, down_budget, &down_pace), if !stalled && !down.is_empty() => match r {
                     Ok(n) => {
                         down.consume(n);
+                        down_pace.wrote(n);
                         shared.bytes_to_client.fetch_add(n as u64, Ordering::Relaxed);
                         if let Some((_, left)) = budget.as_mut().filter(|(d, _)| *d == Direction::ToClient) {
                             *left -= n as u64;
@@ -961,6 +1011,9 @@ async fn endless(
     let (mut r, mut w) = stream.split();
     let mut sink = vec![0u8; READ_CHUNK];
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(1)));
+    // A late tick is not made up for with a burst: the pace stays at most
+    // one chunk per interval.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             // Keep draining so the client's writes never block; stop when it leaves.

@@ -1,6 +1,7 @@
 //! Scenario 6: a hostile server. After a proper handshake it answers a
 //! command with a bulk length over the limit, a recursion bomb, garbage, a
-//! status line that never ends, an array that trickles in forever, or a
+//! status line that never ends, an array that trickles in below the rate
+//! floor, or a
 //! flood of legal bulks in one endless array. Each time the connection is
 //! closed with a typed reason, the caller's command ends by its deadline,
 //! memory stays bounded (the limits refuse a frame from its header, a line
@@ -66,6 +67,19 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            // Each aggregate is within max_aggregate_len, but together
+            // they announce more elements than max_elements: refused from
+            // the headers, before 48 bytes per element are spent on them.
+            name: "elements over the limit in all (*2 of *1048576)",
+            behavior: Behavior::handshake_then(b"*2\r\n*1048576\r\n".to_vec()),
+            expect: |r| {
+                matches!(
+                    r,
+                    DisconnectReason::Protocol(DecodeError::TooManyElements { .. })
+                )
+            },
+        },
+        Case {
             name: "nesting 100 000 deep",
             behavior: Behavior::handshake_then({
                 let mut bomb = b"*1\r\n".repeat(100_000);
@@ -94,15 +108,16 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "an array that trickles in forever",
+            name: "an array that trickles in forever, below the rate floor",
             behavior: Behavior::AfterHandshake(Box::new(Behavior::Endless {
                 prefix: b"*1000000\r\n".to_vec(),
-                chunk: b":1\r\n".repeat(64),
-                interval: Duration::from_millis(5),
+                chunk: b":1\r\n".to_vec(),
+                interval: Duration::from_millis(10),
             })),
-            // Bytes keep coming, but no reply completes: the oldest request
-            // ages past ping_timeout.
-            expect: |r| matches!(r, DisconnectReason::PingTimeout),
+            // Bytes keep coming (so the connection is not silent), but at
+            // 400 B/s: under the default min_reply_rate of 1 KiB per
+            // ping_timeout, the reply is cut.
+            expect: |r| matches!(r, DisconnectReason::SlowReply),
         },
         Case {
             // Every element is within the limits: only the bound on a whole
@@ -186,7 +201,7 @@ async fn hostile_replies_close_the_connection_with_a_typed_reason() {
         assert!(
             last.message.contains("RESP")
                 || last.message.contains("limit")
-                || matches!(reason, DisconnectReason::PingTimeout),
+                || matches!(reason, DisconnectReason::SlowReply),
             "{}: {last:?}",
             case.name
         );

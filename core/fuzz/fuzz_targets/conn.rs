@@ -1,9 +1,10 @@
 //! The connection state machine fed random inputs: byte 0 picks the config
-//! knobs, then each pair of bytes picks an input (time step, transport event,
-//! submit, timeout, or a chunk of reply bytes of the given length from the
-//! rest of the data). Checks the core's invariants on every step: no panic,
-//! at most one transport, every command resolved exactly once, `consumed`
-//! within the buffer, a timer pending whenever the connection is busy.
+//! knobs (TLS, db, RESP limits, jitter, `min_reply_rate`), then each pair of
+//! bytes picks an input (time step, transport event, submit, timeout, or a
+//! chunk of reply bytes of the given length from the rest of the data).
+//! Checks the core's invariants on every step: no panic, at most one
+//! transport, every command resolved exactly once, `consumed` within the
+//! buffer, a timer pending whenever the connection is busy.
 #![no_main]
 
 use std::collections::HashSet;
@@ -23,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
     config.resp_limits.max_depth = 1 + (knobs >> 2 & 7);
     config.resp_limits.max_bulk_len = 1 << (knobs >> 5);
     config.backoff.jitter_percent = knobs & 0x70;
+    // Off, tiny, the default, and more than a chunk can bring: replies
+    // trickle in both under and over the floor.
+    config.min_reply_rate = [0, 16, 1024, 1 << 20][usize::from(knobs >> 3 & 3)];
     let mut conn: Connection<8> = Connection::new(config);
     let mut now = Instant::ZERO;
     let mut open = false;

@@ -13,7 +13,10 @@
 //! for a read the fallback cache can answer, *fallback*; written and
 //! read-only → written again or *not applied*; written and resend-safe →
 //! written again on the next connection; any other written command →
-//! *indeterminate*, never resent.
+//! *indeterminate*, never resent. A command whose reply had begun to arrive
+//! is never written again, whatever its class: it ran, and writing it again
+//! would only produce the same slow reply (a write ends *indeterminate*, a
+//! read *not applied* or *fallback*).
 
 use heapless::Deque;
 
@@ -86,6 +89,8 @@ struct Slot {
     /// Written on an earlier connection, then queued again (resend-safe):
     /// it may have run, so it can no longer end as "never sent".
     written_before: bool,
+    /// Part of its reply arrived: it ran on the server, and is not resent.
+    reply_started: bool,
 }
 
 impl Slot {
@@ -253,6 +258,7 @@ impl<const N: usize> Commands<N> {
             state: SlotState::Live,
             written_at: Instant::ZERO,
             written_before: false,
+            reply_started: false,
         };
         // Capacity was checked above.
         let _ = self.queue.push_back(slot);
@@ -292,6 +298,7 @@ impl<const N: usize> Commands<N> {
             state: SlotState::Live,
             written_at: now,
             written_before: false,
+            reply_started: false,
         };
         // `room` keeps one slot free for this.
         let _ = self.in_flight.push_back(slot);
@@ -301,6 +308,14 @@ impl<const N: usize> Commands<N> {
         self.in_flight
             .iter()
             .any(|s| matches!(s.kind, SlotKind::Ping))
+    }
+
+    /// Part of a reply (not a push) has arrived: replies come in order, so
+    /// it is the oldest request's, which has therefore run on the server.
+    pub(crate) fn reply_started(&mut self) {
+        if let Some(slot) = self.in_flight.front_mut() {
+            slot.reply_started = true;
+        }
     }
 
     /// Matches a reply to the oldest request in flight.
@@ -417,7 +432,10 @@ impl<const N: usize> Commands<N> {
             return Cancelled::Unsent;
         }
         for slot in self.in_flight.iter_mut() {
-            if slot.id == id && slot.state == SlotState::Live {
+            // The keepalive PING's slot carries no id of a command (its
+            // `CommandId(0)` is never handed out): it cannot be cancelled.
+            let command = matches!(slot.kind, SlotKind::Command(_));
+            if command && slot.id == id && slot.state == SlotState::Live {
                 slot.state = SlotState::Abandoned;
                 let blocking = slot.class().is_some_and(Class::blocking);
                 let _ = self.resolutions.push_back((id, slot.cancelled(true)));
@@ -430,7 +448,10 @@ impl<const N: usize> Commands<N> {
     /// The connection is gone. Resend-safe commands in flight go back to the
     /// front of the queue (in their order) to be written on the next
     /// connection, when `retry`; the others are resolved (see
-    /// [`Slot::unanswered`]) and never resent.
+    /// [`Slot::unanswered`]) and never resent. Nor is one whose reply had
+    /// begun to arrive: the server was already answering it, so a write
+    /// ends indeterminate and a read not applied (or from the cache), instead
+    /// of asking a slow server or link for the same reply again.
     pub(crate) fn connection_lost(
         &mut self,
         reason: DisconnectReason,
@@ -445,7 +466,7 @@ impl<const N: usize> Commands<N> {
             let Some(class) = class else { continue };
             slot.written_at = Instant::ZERO;
             slot.written_before = true;
-            if retry && class.resend_safe() {
+            if retry && class.resend_safe() && !slot.reply_started {
                 self.queued_bytes += slot.len;
                 let _ = self.queue.push_front(slot);
             } else {

@@ -372,8 +372,21 @@ enum Timer {
     Ping,
     /// The attempt count resets when this passes while ready.
     Stable,
+    /// End of a `ping_timeout` window of a reply still arriving: fewer than
+    /// `min_reply_rate` bytes in it and the connection is cut.
+    ReplyRate,
 }
-const TIMERS: usize = 3;
+const TIMERS: usize = 4;
+
+/// A reply being received, seen through the growth of the buffer the
+/// adapter hands to [`Connection::handle_receive`].
+#[derive(Clone, Copy, Debug)]
+struct Partial {
+    /// `buf.len()` at the last `Incomplete`: growth beyond it is progress.
+    len: usize,
+    /// Bytes that arrived since the current `min_reply_rate` window began.
+    window_bytes: usize,
+}
 
 /// One connection. `N` bounds the commands tracked at once (queued, in
 /// flight and resolved-but-not-polled), and so the core's memory:
@@ -386,7 +399,16 @@ pub struct Connection<const N: usize> {
     commands: Commands<N>,
     /// The last `now` seen: time going backwards is treated as standing still.
     now: Instant,
-    last_rx: Instant,
+    /// When a reply last completed or grew (or the connection became ready):
+    /// what liveness counts from, so a large reply on a slow link is alive.
+    last_progress: Instant,
+    /// The frame at the front of the receive buffer, while incomplete (ready
+    /// only; the handshake has its own timeout and bound).
+    partial: Option<Partial>,
+    /// Where the decoder stopped in that frame, so that each byte of a
+    /// reply arriving in pieces is validated once (linear time however it
+    /// is chunked). Reset with `partial`.
+    resume: resp::Resume,
     /// Why Redis is unavailable: set at the first failure, updated by every
     /// later one, cleared when ready. `Some` = the fallback is engaged.
     outage: Option<DisconnectReason>,
@@ -417,7 +439,9 @@ impl<const N: usize> Connection<N> {
             timers: [None; TIMERS],
             commands: Commands::new(),
             now: Instant::ZERO,
-            last_rx: Instant::ZERO,
+            last_progress: Instant::ZERO,
+            partial: None,
+            resume: resp::Resume::new(),
             outage: None,
             just_polled: None,
             server_message: heapless::String::new(),
@@ -623,6 +647,14 @@ impl<const N: usize> Connection<N> {
     /// Bytes arrived. Processes at most one frame from the front of `buf`;
     /// call again with the rest while it returns something other than
     /// `Incomplete` or `Discard`.
+    ///
+    /// `buf` is the whole unconsumed receive buffer: it starts at a frame and,
+    /// after `Incomplete`, the next call passes the same bytes with more
+    /// appended. That growth is how the core sees a large reply arriving:
+    /// it counts as liveness (no `PingTimeout` while bytes keep coming), at
+    /// least `min_reply_rate` bytes must come per `ping_timeout`
+    /// ([`DisconnectReason::SlowReply`] otherwise), and a command whose reply
+    /// has begun to arrive is never written again if the connection is lost.
     pub fn handle_receive<'a>(&mut self, now: Instant, buf: &'a [u8]) -> Received<'a> {
         let now = self.tick(now);
         if buf.is_empty() {
@@ -646,7 +678,8 @@ impl<const N: usize> Connection<N> {
                 return Received::Incomplete { needed: Some(2) };
             }
         }
-        let (frame, consumed) = match resp::decode(buf, &self.config.resp_limits) {
+        let decoded = resp::decode_resume(buf, &self.config.resp_limits, &mut self.resume);
+        let (frame, consumed) = match decoded {
             Ok(Decoded::Frame {
                 frame, consumed, ..
             }) => (frame, consumed),
@@ -664,8 +697,9 @@ impl<const N: usize> Connection<N> {
                     self.fail(now, reason, true);
                     return Received::Discard;
                 }
-                if let Phase::Handshake { received_any, .. } = &mut self.phase {
-                    *received_any = true;
+                match &mut self.phase {
+                    Phase::Handshake { received_any, .. } => *received_any = true,
+                    _ => self.reply_progress(now, buf),
                 }
                 return Received::Incomplete { needed };
             }
@@ -674,7 +708,10 @@ impl<const N: usize> Connection<N> {
                 return Received::Discard;
             }
         };
-        self.last_rx = now;
+        self.last_progress = now;
+        self.partial = None;
+        self.resume.reset();
+        self.timers[Timer::ReplyRate as usize] = None;
         if handshaking.is_some() {
             self.handshake_reply(now, &frame);
             return Received::Internal { consumed };
@@ -816,8 +853,14 @@ impl<const N: usize> Connection<N> {
     /// are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick(now);
+        // Silence first: a window without a single byte is a dead
+        // connection, not a slow one.
         if self.dead_at().is_some_and(|d| d <= now) {
             self.fail(now, DisconnectReason::PingTimeout, true);
+        }
+        if self.timers[Timer::ReplyRate as usize].is_some_and(|t| t <= now) {
+            self.timers[Timer::ReplyRate as usize] = None;
+            self.reply_window_ended(now);
         }
         if self.timers[Timer::Stable as usize].is_some_and(|t| t <= now) {
             self.timers[Timer::Stable as usize] = None;
@@ -853,6 +896,8 @@ impl<const N: usize> Connection<N> {
             self.close_pending = true;
         }
         self.open_pending = false;
+        self.partial = None;
+        self.resume.reset();
         let policy = self.config.queue.offline;
         self.commands
             .fail_queued(DisconnectReason::Shutdown, policy, false);
@@ -916,6 +961,8 @@ impl<const N: usize> Connection<N> {
 impl<const N: usize> Connection<N> {
     /// → Connecting: ask for a transport.
     fn open(&mut self, now: Instant, attempt: u32) {
+        self.partial = None;
+        self.resume.reset();
         self.set_phase(Phase::Connecting { attempt });
         self.open_pending = true;
         self.set_timer(Timer::Phase, now + self.config.connect_timeout);
@@ -1007,7 +1054,7 @@ impl<const N: usize> Connection<N> {
         self.stats.ready_count += 1;
         self.timers[Timer::Phase as usize] = None;
         self.set_timer(Timer::Stable, now + self.config.backoff.reset_after);
-        self.last_rx = now;
+        self.last_progress = now;
         self.arm_ping(now);
         self.down_announced = false;
         self.push_event(Event::Ready {
@@ -1029,6 +1076,8 @@ impl<const N: usize> Connection<N> {
         }
         let was_ready = self.is_ready();
         self.close_pending |= close;
+        self.partial = None;
+        self.resume.reset();
         self.tx.pending = false;
         self.ping_in_tx = false;
         self.last_reason = Some(reason);
@@ -1215,7 +1264,7 @@ impl<const N: usize> Connection<N> {
         if !self.is_ready() {
             return;
         }
-        let due = self.last_rx + self.config.ping_interval;
+        let due = self.last_progress + self.config.ping_interval;
         if due > now {
             // Something arrived since the timer was armed.
             self.set_timer(Timer::Ping, due);
@@ -1238,14 +1287,65 @@ impl<const N: usize> Connection<N> {
     }
 
     /// When the connection counts as dead: the oldest unanswered request (or
-    /// the last byte received, if later) plus `ping_timeout`. Steady writes do
-    /// not postpone it; only replies do.
+    /// the last progress received, if later) plus `ping_timeout`. Steady
+    /// writes do not postpone it; replies, whole or arriving, do.
     fn dead_at(&self) -> Option<Instant> {
         if !self.is_ready() {
             return None;
         }
         let oldest = self.commands.oldest_written_at()?;
-        Some(oldest.max(self.last_rx) + self.config.ping_timeout)
+        Some(oldest.max(self.last_progress) + self.config.ping_timeout)
+    }
+
+    /// Ready, and `buf` holds the start of a frame not yet whole. The adapter
+    /// hands over the whole unconsumed buffer, which only grows until the
+    /// frame completes: growth since the last look is progress. It keeps the
+    /// connection alive and counts towards `min_reply_rate`. A buffer that
+    /// shrank (an adapter that dropped bytes) is taken as it is, not as
+    /// progress.
+    fn reply_progress(&mut self, now: Instant, buf: &[u8]) {
+        match &mut self.partial {
+            Some(partial) => {
+                let grown = buf.len().saturating_sub(partial.len);
+                partial.len = buf.len();
+                partial.window_bytes = partial.window_bytes.saturating_add(grown);
+                if grown == 0 {
+                    return;
+                }
+            }
+            None => {
+                // Replies come in order, so this one is the oldest request's
+                // (unless it is a push), which has therefore run.
+                if buf.first() != Some(&b'>') {
+                    self.commands.reply_started();
+                }
+                if self.config.min_reply_rate > 0 {
+                    self.set_timer(Timer::ReplyRate, now + self.config.ping_timeout);
+                }
+                self.partial = Some(Partial {
+                    len: buf.len(),
+                    window_bytes: 0,
+                });
+            }
+        }
+        self.last_progress = now;
+    }
+
+    /// A `ping_timeout` window of a reply still arriving has ended: too few
+    /// bytes in it cuts the connection, enough starts the next window. (A
+    /// window with no bytes at all ended as `PingTimeout` already, unless a
+    /// blocking command suspends liveness.)
+    fn reply_window_ended(&mut self, now: Instant) {
+        let Some(partial) = &mut self.partial else {
+            return;
+        };
+        let floor = usize::try_from(self.config.min_reply_rate).unwrap_or(usize::MAX);
+        if partial.window_bytes < floor {
+            self.fail(now, DisconnectReason::SlowReply, true);
+        } else {
+            partial.window_bytes = 0;
+            self.set_timer(Timer::ReplyRate, now + self.config.ping_timeout);
+        }
     }
 }
 

@@ -1759,3 +1759,334 @@ fn a_handshake_reply_is_bounded_by_a_few_kib() {
         ))
     );
 }
+
+// ----- a reply still arriving ------------------------------------------------
+
+/// A bulk string reply of `n` bytes.
+fn bulk(n: usize) -> Vec<u8> {
+    let mut v = std::format!("${n}\r\n").into_bytes();
+    v.resize(v.len() + n, b'x');
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+impl T {
+    /// Feeds `reply` as a transport would: `chunk` more bytes every
+    /// `every_ms`, each time handing the core the whole unconsumed buffer
+    /// (from the start of the frame) after the timers due by then. Returns
+    /// what the core made of the last call (`None`: the connection was cut
+    /// first) and every output on the way, with the time it came, in ms.
+    #[track_caller]
+    fn trickle(
+        &mut self,
+        reply: &[u8],
+        chunk: usize,
+        every_ms: u64,
+    ) -> (Option<Received<'static>>, Vec<(u64, Rec)>) {
+        let mut out = Vec::new();
+        let mut end = 0;
+        loop {
+            let fired = self.advance_by(every_ms);
+            out.extend(fired.into_iter().map(|r| (self.ms(), r)));
+            if self.conn.phase() != PhaseKind::Ready {
+                return (None, out);
+            }
+            end = (end + chunk).min(reply.len());
+            let got = self.recv(&reply[..end]);
+            out.extend(self.drain().into_iter().map(|r| (self.ms(), r)));
+            match got.as_slice() {
+                [Received::Incomplete { .. }] if end < reply.len() => {}
+                _ => return (got.into_iter().last(), out),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_large_reply_on_a_slow_link_is_not_a_dead_connection() {
+    // 10 MiB at 1 MiB/s with ping_timeout at 5 s: no frame completes for
+    // 10 s, but the bytes arriving prove the connection alive.
+    let mut t = T::new(Config::default());
+    t.ready();
+    let get = t.submit_class(Class::READ, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(get)]);
+    let reply = bulk(10 * 1024 * 1024);
+    let (last, out) = t.trickle(&reply, 100 * 1024, 100);
+    assert_eq!(
+        last,
+        Some(Received::Reply {
+            id: get,
+            frame: Frame::Null,
+            consumed: reply.len()
+        })
+    );
+    assert_eq!(out, [], "no PING, no close, no resend");
+    assert_eq!(t.ms(), 10_300);
+    assert_eq!(t.conn.phase(), PhaseKind::Ready);
+    assert_eq!(t.conn.stats().disconnects, 0);
+    // Partial frames and whole ones alike: the next PING is due
+    // ping_interval after the last byte.
+    let mut out = t.advance();
+    while out.is_empty() {
+        out = t.advance();
+    }
+    assert_eq!(out, [Rec::Tx(b"*1\r\n$4\r\nPING\r\n".to_vec())]);
+    assert_eq!(t.ms(), 15_300);
+}
+
+#[test]
+fn a_reply_trickling_below_the_floor_is_cut_and_its_command_not_resent() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    // A resend-safe read, and a resend-safe write pipelined behind it.
+    let read = t.submit_class(Class::READ, 60_000).unwrap();
+    let set = t.submit(true, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(read), Rec::Cmd(set)]);
+    // 100 bytes a second: in the 5 s after the reply began (at 1 s), 400
+    // bytes, under min_reply_rate's 1024.
+    let (last, out) = t.trickle(&bulk(100_000), 100, 1_000);
+    assert_eq!(last, None);
+    assert_eq!(t.ms(), 6_000, "one ping_timeout after the reply began");
+    let reason = DisconnectReason::SlowReply;
+    assert_eq!(
+        out[..2],
+        [
+            (6_000, Rec::Close),
+            (6_000, Rec::Ev(Event::Disconnected { reason }))
+        ]
+    );
+    // The server was producing the read's reply: it ran, so it is not
+    // written again (the same slow reply again would help nobody). A read
+    // changes nothing: not applied, with the reason.
+    let resolved: Vec<_> = out
+        .iter()
+        .filter(|(_, r)| matches!(r, Rec::Resolved(..)))
+        .collect();
+    assert_eq!(
+        resolved,
+        [&(6_000, Rec::Resolved(read, Outcome::NotApplied(reason)))]
+    );
+    assert_eq!(t.conn.phase(), PhaseKind::Backoff);
+    assert_eq!(reason.class(), FailureClass::Transient);
+    // The write behind it never saw a byte of its reply: it gets the next
+    // connection; the read does not.
+    assert_eq!(t.conn.queued(), 1);
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    let out = t.finish_handshake();
+    let cmds: Vec<_> = out.iter().filter(|r| matches!(r, Rec::Cmd(_))).collect();
+    assert_eq!(cmds, [&Rec::Cmd(set)]);
+}
+
+#[test]
+fn a_write_whose_reply_began_is_indeterminate_not_resent() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let set = t.submit(true, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(set)]);
+    assert!(matches!(
+        t.recv(b"$5\r\nhel").as_slice(),
+        [Received::Incomplete { .. }]
+    ));
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    let out = t.drain();
+    let reset = DisconnectReason::Transport(TransportError::Reset);
+    assert!(
+        out.contains(&Rec::Resolved(
+            set,
+            Outcome::Indeterminate(IndeterminateCause::ConnectionLost(reset))
+        )),
+        "{out:?}"
+    );
+    assert_eq!(t.conn.queued(), 0, "never resent");
+}
+
+#[test]
+fn only_the_oldest_requests_reply_can_have_begun() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    // Idle for ping_interval: a PING, then a write behind it.
+    assert_eq!(t.advance(), [Rec::Tx(b"*1\r\n$4\r\nPING\r\n".to_vec())]);
+    let set = t.submit(true, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(set)]);
+    // Part of the PING's answer: nothing about the write.
+    assert!(matches!(
+        t.recv(b"+PO").as_slice(),
+        [Received::Incomplete { .. }]
+    ));
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    assert_eq!(t.conn.queued(), 1, "the write is resent");
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    assert!(t.finish_handshake().contains(&Rec::Cmd(set)));
+    // Part of a push (RESP3 `>`), which is no reply: nothing about it either.
+    assert!(matches!(
+        t.recv(b">2\r\n+message\r\n").as_slice(),
+        [Received::Incomplete { .. }]
+    ));
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    assert_eq!(t.conn.queued(), 1, "the write is resent again");
+}
+
+#[test]
+fn a_command_deadline_holds_while_its_reply_arrives() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let get = t.submit_class(Class::READ, 3_000).unwrap();
+    let incr = t.submit(false, 3_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(get), Rec::Cmd(incr)]);
+    let reply = bulk(10 * 1024 * 1024);
+    let (last, out) = t.trickle(&reply, 100 * 1024, 100);
+    // Out of time at 3 s, long before the reply is whole...
+    assert_eq!(
+        out,
+        [
+            (3_000, Rec::Resolved(get, Outcome::TimedOut)),
+            (
+                3_000,
+                Rec::Resolved(incr, Outcome::Indeterminate(IndeterminateCause::TimedOut))
+            )
+        ]
+    );
+    // ...and the reply, when whole, is discarded, on the same connection.
+    assert_eq!(
+        last,
+        Some(Received::Internal {
+            consumed: reply.len()
+        })
+    );
+    assert_eq!(t.recv(b":1\r\n"), [Received::Internal { consumed: 4 }]);
+    assert_eq!(t.conn.phase(), PhaseKind::Ready);
+    assert_eq!(t.conn.stats().disconnects, 0);
+}
+
+#[test]
+fn with_the_floor_off_a_slow_reply_lives_while_bytes_come() {
+    let mut config = Config::default();
+    config.min_reply_rate = 0;
+    let mut t = T::new(config);
+    t.ready();
+    let get = t.submit_class(Class::READ, 120_000).unwrap();
+    t.drain();
+    // 10 bytes every 4 s: far under the default floor, never silent for
+    // ping_timeout.
+    let reply = bulk(200);
+    let (last, out) = t.trickle(&reply, 10, 4_000);
+    assert_eq!(
+        last,
+        Some(Received::Reply {
+            id: get,
+            frame: Frame::Null,
+            consumed: reply.len()
+        })
+    );
+    assert_eq!(out, []);
+    assert_eq!(t.ms(), 84_000);
+    assert_eq!(t.conn.stats().disconnects, 0);
+}
+
+#[test]
+fn silence_in_the_middle_of_a_reply_is_a_dead_connection() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let get = t.submit_class(Class::READ, 60_000).unwrap();
+    t.drain();
+    t.now = Instant::from_millis(1_000);
+    let reply = bulk(100_000);
+    assert!(matches!(
+        t.recv(&reply[..5_000]).as_slice(),
+        [Received::Incomplete { .. }]
+    ));
+    // Not one more byte: dead, not slow.
+    let mut out = t.advance();
+    while out.is_empty() {
+        out = t.advance();
+    }
+    assert_eq!(t.ms(), 6_000);
+    assert_eq!(
+        out[..2],
+        [
+            Rec::Close,
+            Rec::Ev(Event::Disconnected {
+                reason: DisconnectReason::PingTimeout
+            })
+        ]
+    );
+    assert!(
+        out.contains(&Rec::Resolved(
+            get,
+            Outcome::NotApplied(DisconnectReason::PingTimeout)
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_keepalive_ping_cannot_be_cancelled() {
+    // Found by the conn fuzz target: the PING's slot carries CommandId(0),
+    // which an adapter may pass by mistake; it was resolved as a command.
+    let mut t = T::new(Config::default());
+    t.ready();
+    assert_eq!(t.advance(), [Rec::Tx(b"*1\r\n$4\r\nPING\r\n".to_vec())]);
+    t.conn.handle_cancel(t.now, CommandId(0));
+    assert_eq!(t.drain(), []);
+    t.now = Instant::from_millis(5_020);
+    assert_eq!(t.recv(b"+PONG\r\n"), [Received::Internal { consumed: 7 }]);
+    assert_eq!(
+        t.conn.stats().last_ping_rtt,
+        Some(Duration::from_millis(20))
+    );
+}
+
+#[test]
+fn a_reply_cut_by_a_reconnect_leaves_nothing_behind_in_the_decoder() {
+    // The decoder keeps its place in a frame that arrives in pieces. When
+    // the connection is lost mid-frame, the next connection's first bytes
+    // (longer than what was held) are a frame of their own: decoding them
+    // from the old place would read HELLO's reply as the rest of the array.
+    let mut t = T::new(Config::default());
+    t.ready();
+    let read = t.submit_class(Class::READ, 60_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(read)]);
+    assert_eq!(
+        t.recv(b"*3\r\n$5\r\nhello\r\n$5\r\nworld\r\n"),
+        [Received::Incomplete { needed: None }]
+    );
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.finish_handshake();
+    assert_eq!(t.conn.phase(), PhaseKind::Ready);
+    // And a frame that arrives in pieces on the new connection decodes
+    // whole, from its own start.
+    let get = t.submit_class(Class::READ, 60_000).unwrap();
+    t.drain();
+    let reply = b"*2\r\n$1\r\nx\r\n$1\r\ny\r\n";
+    for end in 1..reply.len() {
+        assert!(
+            matches!(
+                t.conn.handle_receive(t.now, &reply[..end]),
+                Received::Incomplete { .. }
+            ),
+            "{end}"
+        );
+    }
+    match t.conn.handle_receive(t.now, reply) {
+        Received::Reply {
+            id,
+            frame: Frame::Array(items),
+            consumed,
+        } => {
+            assert_eq!((id, consumed), (get, reply.len()));
+            let items: Vec<_> = items.iter().collect();
+            assert_eq!(items, [Frame::BulkString(b"x"), Frame::BulkString(b"y")]);
+        }
+        other => panic!("{other:?}"),
+    }
+}

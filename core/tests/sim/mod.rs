@@ -11,15 +11,21 @@
 //! - the outage policy: no command is resolved `TimedOut` while a reason is
 //!   known; only a fallback read is resolved `Fallback`; a command resolved
 //!   (not applied, cancelled, timed out) is never written afterwards; a
-//!   command withdrawn before it was written is never written.
+//!   command withdrawn before it was written is never written;
+//! - a command part of whose reply has arrived is never written again, and
+//!   a write once written never ends as anything but its reply or
+//!   indeterminate;
+//! - bytes arriving count as liveness: no `PingTimeout` while any arrived
+//!   within `ping_timeout`, no `SlowReply` while at least `min_reply_rate`
+//!   did.
 
 use std::collections::{HashMap, VecDeque};
 
 use resilis_core::command::Class;
 use resilis_core::resp::{Decoded, Frame, Limits, decode};
 use resilis_core::{
-    CommandId, Config, Connection, Duration, Event, Instant, OfflinePolicy, Outcome, Output,
-    PhaseKind, Received, Submit, SubmitError, TransportError,
+    CommandId, Config, Connection, DisconnectReason, Duration, Event, Instant, OfflinePolicy,
+    Outcome, Output, PhaseKind, Received, Submit, SubmitError, TransportError,
 };
 
 /// The faults the simulator can inject, chosen by the seeded generator.
@@ -33,6 +39,10 @@ pub enum Fault {
     TlsAlert,
     WrongPass,
     SlowReplies,
+    /// From now on, this transport answers commands with large replies
+    /// that arrive a chunk at a time (some above `min_reply_rate`, some
+    /// below).
+    Trickle,
 }
 
 pub struct Rng(u64);
@@ -62,6 +72,10 @@ struct Cmd {
     deadline: Instant,
     resolved: bool,
     class: Class,
+    /// Handed to the server (not withdrawn at `TransmitCommand`).
+    written: bool,
+    /// Part of its reply reached the core.
+    reply_started: bool,
 }
 
 enum Transport {
@@ -88,6 +102,7 @@ pub struct Tally {
     pub connects: u64,
     pub readies: u64,
     pub max_delay: Duration,
+    pub slow_replies: u64,
 }
 
 pub struct Sim {
@@ -98,6 +113,13 @@ pub struct Sim {
     /// Bytes the server will deliver, and when.
     inbound: VecDeque<(Instant, Vec<u8>)>,
     rx: Vec<u8>,
+    /// Requests written on this transport whose replies are not whole yet,
+    /// oldest first: the command's id, or `None` for the core's own.
+    awaiting: VecDeque<Option<CommandId>>,
+    /// Bytes delivered on this transport, and when.
+    deliveries: Vec<(Instant, usize)>,
+    /// `Fault::Trickle` on this transport: chunk size and interval.
+    trickle: Option<(usize, Duration)>,
     cmds: HashMap<CommandId, Cmd>,
     fault_rate: u64,
     wrong_password: bool,
@@ -126,6 +148,9 @@ impl Sim {
             transport: None,
             inbound: VecDeque::new(),
             rx: Vec::new(),
+            awaiting: VecDeque::new(),
+            deliveries: Vec::new(),
+            trickle: None,
             cmds: HashMap::new(),
             fault_rate,
             wrong_password: false,
@@ -138,13 +163,14 @@ impl Sim {
         if !self.rng.chance(self.fault_rate) {
             return Fault::None;
         }
-        match self.rng.below(7) {
+        match self.rng.below(8) {
             0 => Fault::Refuse,
             1 => Fault::Reset,
             2 => Fault::Freeze,
             3 => Fault::Garbage,
             4 => Fault::TlsAlert,
             5 => Fault::WrongPass,
+            6 => Fault::Trickle,
             _ => Fault::SlowReplies,
         }
     }
@@ -163,34 +189,51 @@ impl Sim {
                         "a second transport was requested while one is open"
                     );
                     self.tally.connects += 1;
+                    self.awaiting.clear();
+                    self.deliveries.clear();
+                    self.trickle = None;
                     let refuse = self.pick_fault() == Fault::Refuse;
                     let at = self.now + self.latency();
                     self.transport = Some(Transport::Opening { at, refuse });
                 }
                 Output::Transmit(bytes) => {
                     let bytes = bytes.to_vec();
-                    self.server_reads(&bytes);
+                    self.server_reads(&bytes, None);
                 }
                 Output::TransmitCommand(id) => {
                     let cmd = self.cmds.get(&id).expect("transmit of an unknown command");
                     assert!(!cmd.resolved, "{id:?} written after it was resolved");
+                    assert!(
+                        !cmd.reply_started,
+                        "{id:?} written again after its reply began to arrive"
+                    );
                     // Now and then its caller is gone before the write: the
                     // adapter withdraws it instead of writing it.
                     if self.rng.chance(5) {
                         self.conn.handle_cancel(self.now, id);
                         continue;
                     }
-                    self.server_reads(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+                    if let Some(cmd) = self.cmds.get_mut(&id) {
+                        cmd.written = true;
+                    }
+                    self.server_reads(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", Some(id));
                 }
                 Output::Close => {
                     assert!(self.transport.is_some(), "Close without a transport");
                     self.transport = None;
                     self.inbound.clear();
                     self.rx.clear();
+                    self.awaiting.clear();
                 }
                 Output::Resolved { id, outcome } => {
                     self.resolve(id);
-                    let class = self.cmds[&id].class;
+                    let Cmd { class, written, .. } = self.cmds[&id];
+                    assert!(
+                        !written
+                            || class.read_only()
+                            || matches!(outcome, Outcome::Indeterminate(_)),
+                        "{id:?}: a write that was written ended {outcome:?}"
+                    );
                     match outcome {
                         Outcome::TimedOut => {
                             assert_eq!(
@@ -245,6 +288,29 @@ impl Sim {
                 self.tally.max_delay = self.tally.max_delay.max(delay);
             }
             Event::Ready { .. } => self.tally.readies += 1,
+            Event::Disconnected { reason } => {
+                let config = self.conn.config();
+                let recent: usize = self
+                    .deliveries
+                    .iter()
+                    .filter(|(at, _)| self.now.saturating_duration_since(*at) < config.ping_timeout)
+                    .map(|(_, n)| n)
+                    .sum();
+                match reason {
+                    DisconnectReason::PingTimeout => assert_eq!(
+                        recent, 0,
+                        "declared dead while bytes arrived within ping_timeout"
+                    ),
+                    DisconnectReason::SlowReply => {
+                        assert!(
+                            recent < config.min_reply_rate as usize,
+                            "declared slow after {recent} bytes within ping_timeout"
+                        );
+                        self.tally.slow_replies += 1;
+                    }
+                    _ => {}
+                }
+            }
             _ => {}
         }
     }
@@ -268,8 +334,9 @@ impl Sim {
         }
     }
 
-    /// The simulated server reads requests and schedules replies.
-    fn server_reads(&mut self, bytes: &[u8]) {
+    /// The simulated server reads requests and schedules replies. `owner`:
+    /// the command these bytes are, or `None` for the core's own requests.
+    fn server_reads(&mut self, bytes: &[u8], owner: Option<CommandId>) {
         let frozen = matches!(self.transport, Some(Transport::Open { frozen: true }));
         let mut rest = bytes;
         while let Ok(Decoded::Frame {
@@ -284,6 +351,7 @@ impl Sim {
                 },
                 _ => Vec::new(),
             };
+            self.awaiting.push_back(owner);
             let reply: Vec<u8> = match name.as_slice() {
                 b"HELLO" if self.wrong_password => {
                     b"-WRONGPASS invalid username-password pair\r\n".to_vec()
@@ -299,7 +367,19 @@ impl Sim {
             if let Some((last, _)) = self.inbound.back() {
                 at = at.max(*last);
             }
-            self.inbound.push_back((at, reply));
+            match self.trickle {
+                Some((chunk, every)) if owner.is_some() => {
+                    let len = 1_000 + self.rng.below(20_000) as usize;
+                    let mut big = format!("${len}\r\n").into_bytes();
+                    big.resize(big.len() + len, b'v');
+                    big.extend_from_slice(b"\r\n");
+                    for piece in big.chunks(chunk) {
+                        self.inbound.push_back((at, piece.to_vec()));
+                        at = at + every;
+                    }
+                }
+                _ => self.inbound.push_back((at, reply)),
+            }
         }
     }
 
@@ -321,6 +401,8 @@ impl Sim {
                                 deadline,
                                 resolved: false,
                                 class,
+                                written: false,
+                                reply_started: false,
                             }
                         )
                         .is_none(),
@@ -340,6 +422,7 @@ impl Sim {
 
     fn deliver(&mut self, bytes: &[u8]) {
         self.rx.extend_from_slice(bytes);
+        self.deliveries.push((self.now, bytes.len()));
         let mut pos = 0;
         for _ in 0..10_000 {
             let received = self.conn.handle_receive(self.now, &self.rx[pos..]);
@@ -347,9 +430,12 @@ impl Sim {
                 Received::Reply { id, consumed, .. } => {
                     self.resolve(id);
                     self.tally.replies += 1;
+                    self.awaiting.pop_front();
                     pos += consumed;
                 }
+                // The simulated server sends no pushes.
                 Received::Push { consumed, .. } | Received::Internal { consumed } => {
+                    self.awaiting.pop_front();
                     pos += consumed
                 }
                 Received::Incomplete { .. } => break,
@@ -360,6 +446,13 @@ impl Sim {
             }
         }
         self.rx.drain(..pos.min(self.rx.len()));
+        // What is left is the start of the oldest request's reply.
+        if !self.rx.is_empty()
+            && let Some(Some(id)) = self.awaiting.front()
+            && let Some(cmd) = self.cmds.get_mut(id)
+        {
+            cmd.reply_started = true;
+        }
     }
 
     /// One step: maybe a random action, then jump to the next event.
@@ -390,6 +483,7 @@ impl Sim {
                     self.transport = None;
                     self.inbound.clear();
                     self.rx.clear();
+                    self.awaiting.clear();
                     self.conn
                         .handle_transport_failed(self.now, TransportError::Reset);
                 }
@@ -401,6 +495,11 @@ impl Sim {
                     .inbound
                     .push_back((self.now, vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])),
                 Fault::WrongPass => self.wrong_password = !self.wrong_password,
+                Fault::Trickle => {
+                    let chunk = 20 + self.rng.below(600) as usize;
+                    let every = Duration::from_millis(100 + self.rng.below(1_900));
+                    self.trickle = Some((chunk, every));
+                }
                 Fault::SlowReplies => {
                     for (at, _) in self.inbound.iter_mut() {
                         *at = *at + Duration::from_secs(2);
