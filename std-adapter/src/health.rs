@@ -30,6 +30,8 @@ pub(crate) struct Metrics {
     pub attempts: AtomicU64,
     pub queued: AtomicU64,
     pub in_flight: AtomicU64,
+    /// Bytes held by the driver's read buffer now.
+    pub read_buffer: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -129,6 +131,7 @@ impl Shared {
             fallback_active: self.fallback_hint.load(Relaxed),
             ping_latency_ms: (rtt > 0).then(|| rtt as f64 / 1000.0),
             queued: m.queued.load(Relaxed),
+            read_buffer_bytes: m.read_buffer.load(Relaxed),
             in_flight: m.in_flight.load(Relaxed),
             blocking_connections: self.blocking_connections.load(Relaxed),
             counters: Counters {
@@ -210,6 +213,10 @@ pub struct Health {
     pub ping_latency_ms: Option<f64>,
     pub queued: u64,
     pub in_flight: u64,
+    /// Memory the connection's read buffer holds now: it grows with the
+    /// bytes of a reply actually received (never with what a header
+    /// claims) and shrinks back after a large reply.
+    pub read_buffer_bytes: u64,
     /// Connections opened for blocking commands (BLPOP...), one command each.
     pub blocking_connections: u64,
     pub counters: Counters,

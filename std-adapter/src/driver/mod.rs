@@ -414,6 +414,7 @@ impl Driver {
         m.attempts.store(u64::from(self.conn.attempts()), Relaxed);
         m.queued.store(self.conn.queued() as u64, Relaxed);
         m.in_flight.store(self.conn.in_flight() as u64, Relaxed);
+        m.read_buffer.store(self.rbuf.len() as u64, Relaxed);
     }
 
     /// Re-arms the timer only when the deadline moves earlier: under load the
@@ -752,7 +753,9 @@ fn make_room(rbuf: &mut Vec<u8>, rstart: &mut usize, rend: &mut usize, needed: O
         *rend = live;
     }
     if rbuf.len() < want_total {
-        let grown = want_total.max(rbuf.len() * 2);
+        // Doubling keeps the copies amortised, but never past what the
+        // received bytes earned.
+        let grown = want_total.max((rbuf.len() * 2).min(earned));
         rbuf.resize(grown, 0);
     }
 }
