@@ -29,8 +29,10 @@ pub enum Value {
     /// RESP3 big number, as its digits.
     BigNumber(String),
     /// RESP3 verbatim string: its three-letter format (`txt`, `mkd`) and text.
+    /// (The format is kept as its three bytes: a `String` there would make
+    /// every `Value` 48 bytes instead of 32.)
     Verbatim {
-        format: String,
+        format: [u8; 3],
         text: String,
     },
     /// An error nested in an aggregate (e.g. in an `EXEC` reply). A top-level
@@ -66,7 +68,7 @@ impl Value {
             Frame::Double(d) => Value::Double(d.value()),
             Frame::BigNumber(n) => Value::BigNumber(lossy(n)),
             Frame::Verbatim { format, text } => Value::Verbatim {
-                format: lossy(&format),
+                format,
                 text: lossy(text),
             },
         }
@@ -320,3 +322,34 @@ macro_rules! int_arg {
     )*};
 }
 int_arg!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize, f64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every element of a reply becomes one `Value`: its size is what the
+    /// cheapest element (`_\r\n`, 3 bytes) costs in memory, and what the
+    /// default element bound (`max_frame_len / size_of::<Value>()`) is
+    /// worked out from.
+    #[test]
+    fn a_value_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Value>(), 32);
+    }
+
+    #[test]
+    fn verbatim_keeps_its_format_and_text() {
+        let frame = Frame::Verbatim {
+            format: *b"txt",
+            text: b"hello",
+        };
+        let v = Value::from_frame(&frame);
+        assert_eq!(
+            v,
+            Value::Verbatim {
+                format: *b"txt",
+                text: "hello".into()
+            }
+        );
+        assert_eq!(String::from_value(v).unwrap(), "hello");
+    }
+}

@@ -69,7 +69,7 @@ fn cases() -> Vec<Case> {
         Case {
             // Each aggregate is within max_aggregate_len, but together
             // they announce more elements than max_elements: refused from
-            // the headers, before 48 bytes per element are spent on them.
+            // the headers, before 32 bytes per element are spent on them.
             name: "elements over the limit in all (*2 of *1048576)",
             behavior: Behavior::handshake_then(b"*2\r\n*1048576\r\n".to_vec()),
             expect: |r| {

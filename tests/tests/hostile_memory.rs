@@ -75,8 +75,11 @@ async fn the_read_buffer_tracks_received_bytes_and_shrinks_after() {
         let held = client.health().read_buffer_bytes;
         let sent = server.bytes_sent();
         peak = peak.max(held);
+        // The server counts a chunk once written: the client may hold one
+        // chunk more than counted.
+        let received_at_most = sent + 64 * 1024;
         assert!(
-            held <= 2 * sent + NORMAL,
+            held <= 2 * received_at_most + NORMAL,
             "the read buffer holds {held} B with only {sent} B sent: sized by the header"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -110,8 +113,8 @@ async fn the_read_buffer_tracks_received_bytes_and_shrinks_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_of_more_elements_than_memory_allows_is_refused_from_its_header() {
-    // Each element becomes a 48-byte Value: by default one reply may hold
-    // max_frame_len / 48 elements (11 184 810), so that its Values cost no
+    // Each element becomes a 32-byte Value: by default one reply may hold
+    // max_frame_len / 32 elements (16 777 216), so that its Values cost no
     // more than its bytes may. One more is refused from the header alone.
     let options = fast_options("redis://127.0.0.1:1", OfflineMode::FailFast);
     let max = options.config.resp_limits.max_elements;

@@ -53,7 +53,7 @@ pub struct Limits {
     /// Most elements in one reply, all aggregates at every depth together
     /// (attributes included; a map of n pairs counts 2n). A caller that
     /// builds a tree pays per element, not per byte: a reply of 3-byte `_`
-    /// elements turned into 48-byte values takes 16 times its own size, so
+    /// elements turned into 32-byte values takes 11 times its own size, so
     /// this is what bounds that memory. Checked as each header arrives.
     pub max_elements: usize,
 }

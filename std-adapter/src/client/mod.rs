@@ -127,10 +127,10 @@ impl Options {
         if config.tls_silence_timeout.is_none() {
             config.tls_silence_timeout = Some(resilis_core::Duration::from_secs(3));
         }
-        // Every element of a reply becomes a `Value` here (48 bytes), three
-        // times or more the bytes it took on the wire (`_\r\n`): bound the
+        // Every element of a reply becomes a `Value` here (32 bytes), ten
+        // times or more the bytes it took on the wire (`_\r\n`, 3 bytes): bound the
         // elements of one reply so that its Values take no more memory than
-        // `max_frame_len` lets its bytes take (512 MiB / 48 B: 11 184 810
+        // `max_frame_len` lets its bytes take (512 MiB / 32 B: 16 777 216
         // elements by default). Raise with
         // `configure(|c| c.resp_limits.max_elements = ...)`.
         if config.resp_limits.max_elements == resilis_core::resp::Limits::REDIS.max_elements {
