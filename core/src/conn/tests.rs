@@ -2090,3 +2090,22 @@ fn a_reply_cut_by_a_reconnect_leaves_nothing_behind_in_the_decoder() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_server_that_began_to_answer_then_closed_is_not_taken_for_tls_only() {
+    // Part of a reply to HELLO, then the connection closes: the server
+    // speaks plaintext RESP, so "requires TLS" would send the user the
+    // wrong way. It is the closed transport, as it is.
+    let mut t = T::new(Config::default());
+    t.ready_until_hello();
+    assert_eq!(
+        t.recv(b"-ERR max number of clients rea"),
+        [Received::Incomplete { needed: None }]
+    );
+    t.conn
+        .handle_transport_failed(t.now, TransportError::Closed);
+    assert_eq!(
+        t.conn.last_reason(),
+        Some(DisconnectReason::Transport(TransportError::Closed))
+    );
+}
