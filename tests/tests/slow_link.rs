@@ -56,23 +56,59 @@ fn reasons(log: &EventLog) -> Vec<DisconnectReason> {
         .collect()
 }
 
+/// A redis-server holding a 1.5 MB value at `slow:big`, a proxy in front,
+/// a ready client through it, its event log, and GET's count so far.
+struct Link {
+    server: RedisServer,
+    value: Vec<u8>,
+    proxy: FaultProxy,
+    client: resilis::Client,
+    log: EventLog,
+    before: u64,
+}
+
+impl Link {
+    async fn start() -> Link {
+        let server = RedisServer::start();
+        let value = put_big_value(&server, "slow:big");
+        let proxy = FaultProxy::start(server.addr());
+        let client = ready_client(&proxy.url(), OfflineMode::Fallback).await;
+        let log = EventLog::record(&client);
+        let before = gets_run(&server);
+        Link {
+            server,
+            value,
+            proxy,
+            client,
+            log,
+            before,
+        }
+    }
+}
+
+async fn get(client: &resilis::Client, deadline: Duration) -> Result<Value, Error> {
+    client
+        .cmd("GET")
+        .arg("slow:big")
+        .timeout(deadline)
+        .query()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_reply_on_a_slow_link_completes_once() {
-    let server = RedisServer::start();
-    let value = put_big_value(&server, "slow:big");
-    let proxy = FaultProxy::start(server.addr());
-    let client = ready_client(&proxy.url(), OfflineMode::Fallback).await;
-    let log = EventLog::record(&client);
-    let before = gets_run(&server);
+    let Link {
+        server,
+        value,
+        proxy,
+        client,
+        log,
+        before,
+    } = Link::start().await;
 
     proxy.set_rate(Direction::ToClient, Some(1_000_000));
     let started = Instant::now();
-    let got = client
-        .cmd("GET")
-        .arg("slow:big")
-        .timeout(Duration::from_secs(10))
-        .query()
-        .await;
+    let got = get(&client, Duration::from_secs(10)).await;
     let took = started.elapsed();
     proxy.set_rate(Direction::ToClient, None);
     println!("1.5 MB at 1 MB/s: {took:?}, ping_timeout {PING_TIMEOUT:?}");
@@ -93,22 +129,19 @@ async fn a_large_reply_on_a_slow_link_completes_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_deadline_holds_while_its_reply_arrives() {
-    let server = RedisServer::start();
-    put_big_value(&server, "slow:big");
-    let proxy = FaultProxy::start(server.addr());
-    let client = ready_client(&proxy.url(), OfflineMode::Fallback).await;
-    let log = EventLog::record(&client);
-    let before = gets_run(&server);
+    let Link {
+        server,
+        proxy,
+        client,
+        log,
+        before,
+        ..
+    } = Link::start().await;
 
     proxy.set_rate(Direction::ToClient, Some(1_000_000));
     let deadline = Duration::from_millis(500);
     let started = Instant::now();
-    let got = client
-        .cmd("GET")
-        .arg("slow:big")
-        .timeout(deadline)
-        .query()
-        .await;
+    let got = get(&client, deadline).await;
     let took = started.elapsed();
     assert!(
         matches!(got, Err(Error::Indeterminate { .. }) | Err(Error::Timeout)),
@@ -134,22 +167,19 @@ async fn a_command_deadline_holds_while_its_reply_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_reply_is_cut_and_not_resent() {
-    let server = RedisServer::start();
-    put_big_value(&server, "slow:big");
-    let proxy = FaultProxy::start(server.addr());
-    let client = ready_client(&proxy.url(), OfflineMode::Fallback).await;
-    let log = EventLog::record(&client);
-    let before = gets_run(&server);
+    let Link {
+        server,
+        proxy,
+        client,
+        log,
+        before,
+        ..
+    } = Link::start().await;
 
     // 2 000 B/s: 600 B per ping_timeout, below the default floor (1 KiB).
     proxy.set_rate(Direction::ToClient, Some(2_000));
     let started = Instant::now();
-    let got = client
-        .cmd("GET")
-        .arg("slow:big")
-        .timeout(Duration::from_secs(5))
-        .query()
-        .await;
+    let got = get(&client, Duration::from_secs(5)).await;
     let took = started.elapsed();
     let cut = log
         .wait_for(started, Duration::from_secs(3), is_disconnect)
