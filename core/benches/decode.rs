@@ -89,6 +89,20 @@ fn resilis_validate(buf: &[u8]) -> usize {
     at
 }
 
+/// [`resilis_validate`] through `decode_resume` with one long-lived state,
+/// as `Connection::handle_receive` reads whole frames.
+fn resilis_validate_resumable(buf: &[u8]) -> usize {
+    let mut state = Resume::new();
+    let mut at = 0;
+    while let Ok(Decoded::Frame { consumed, .. }) =
+        decode_resume(&buf[at..], &Limits::REDIS, &mut state)
+    {
+        at += consumed;
+    }
+    assert_eq!(at, buf.len());
+    at
+}
+
 fn redis_protocol_resp3_range(buf: &[u8]) -> usize {
     let mut at = 0;
     while let Ok(Some((frame, n))) =
@@ -232,6 +246,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function("resilis-core", |b| b.iter(|| resilis(black_box(&buf))));
         group.bench_function("resilis-core validate only", |b| {
             b.iter(|| resilis_validate(black_box(&buf)))
+        });
+        group.bench_function("resilis-core validate only, decode_resume", |b| {
+            b.iter(|| resilis_validate_resumable(black_box(&buf)))
         });
         if resp3 {
             group.bench_function("redis-protocol decode_range", |b| {
