@@ -70,6 +70,28 @@ impl Diagnosis {
     }
 
     /// Records a failed step and the verdict it implies.
+    /// The Config step fails: the settings are refused as the client
+    /// refuses them, with the error's words and its fix.
+    fn config_refused(
+        &mut self,
+        started: Instant,
+        details: Vec<String>,
+        error: &dyn std::fmt::Display,
+        fix: &str,
+    ) {
+        self.fail(
+            StepName::Config,
+            started,
+            details,
+            failure(
+                StepName::Config,
+                None,
+                format!("the configuration is invalid: {error}"),
+                fix,
+            ),
+        );
+    }
+
     pub fn fail(
         &mut self,
         name: StepName,
@@ -304,35 +326,15 @@ fn config_step(
     let config = match Config::from_env(lookup) {
         Ok(c) => c,
         Err(e) => {
-            let shown = e.to_string();
-            d.fail(
-                StepName::Config,
-                started,
-                vec![format!("settings from {source}")],
-                failure(
-                    StepName::Config,
-                    None,
-                    format!("the configuration is invalid: {shown}"),
-                    &format!("fix {}: {shown}", e.field),
-                ),
-            );
+            let fix = format!("fix {}: {e}", e.field);
+            d.config_refused(started, vec![format!("settings from {source}")], &e, &fix);
             return None;
         }
     };
     let tls_settings = match TlsOptions::from_lookup(env) {
         Ok(s) => s,
         Err(e) => {
-            d.fail(
-                StepName::Config,
-                started,
-                Vec::new(),
-                failure(
-                    StepName::Config,
-                    None,
-                    format!("the configuration is invalid: {e}"),
-                    e.fix,
-                ),
-            );
+            d.config_refused(started, Vec::new(), &e, e.fix);
             return None;
         }
     };
@@ -382,17 +384,7 @@ fn config_step(
         Ok(()) => None,
     };
     if let Some(e) = refused {
-        d.fail(
-            StepName::Config,
-            started,
-            details,
-            failure(
-                StepName::Config,
-                None,
-                format!("the configuration is invalid: {e}"),
-                e.fix,
-            ),
-        );
+        d.config_refused(started, details, &e, e.fix);
         return None;
     }
     let trust = if config.tls {
