@@ -708,9 +708,9 @@ impl<const N: usize> Connection<N> {
                 return Received::Discard;
             }
         };
+        // `decode_resume` has reset `resume` itself on returning the frame.
         self.last_progress = now;
         self.partial = None;
-        self.resume.reset();
         self.timers[Timer::ReplyRate as usize] = None;
         if handshaking.is_some() {
             self.handshake_reply(now, &frame);
