@@ -113,6 +113,13 @@ pub struct QueueConfig {
     /// matches Redis's own `proto-max-bulk-len` (512 MiB).
     pub max_in_flight_bytes: usize,
     pub offline: OfflinePolicy,
+    /// A resend-safe command lost in flight waits for this connection's
+    /// next readiness and is written again (the default). Off, it is
+    /// resolved at once (a write indeterminate, a read not applied), so that
+    /// a layer above may send it elsewhere: a cluster router re-routes it to
+    /// the node that took over the slot instead of leaving it with a node
+    /// that may never come back.
+    pub resend_lost: bool,
 }
 
 impl Default for QueueConfig {
@@ -122,6 +129,7 @@ impl Default for QueueConfig {
             max_bytes: 1024 * 1024,
             max_in_flight_bytes: 512 * 1024 * 1024,
             offline: OfflinePolicy::Fallback,
+            resend_lost: true,
         }
     }
 }

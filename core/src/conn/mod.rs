@@ -1095,13 +1095,14 @@ impl<const N: usize> Connection<N> {
             OfflinePolicy::FailFast => was_ready,
             OfflinePolicy::Queue => false,
         };
+        let resend = !permanent && self.config.queue.resend_lost;
         if permanent || fail_unwritten {
-            self.commands.fail_queued(reason, policy, !permanent);
+            self.commands.fail_queued(reason, policy, resend);
         }
         let before = self.commands.queued();
         // After a permanent failure nothing will be retried soon: what was
         // written is indeterminate unless it was a read.
-        self.commands.connection_lost(reason, !permanent, policy);
+        self.commands.connection_lost(reason, resend, policy);
         self.stats.retried += self.commands.queued().saturating_sub(before) as u64;
         if engaged {
             self.push_event(Event::FallbackEngaged { reason });
@@ -1193,7 +1194,8 @@ impl<const N: usize> Connection<N> {
         self.timers = [None; TIMERS];
         self.push_event(Event::Disconnected { reason });
         let policy = self.config.queue.offline;
-        self.commands.connection_lost(reason, true, policy);
+        let resend = self.config.queue.resend_lost;
+        self.commands.connection_lost(reason, resend, policy);
         self.open(now, 0);
     }
 }

@@ -2109,3 +2109,35 @@ fn a_server_that_began_to_answer_then_closed_is_not_taken_for_tls_only() {
         Some(DisconnectReason::Transport(TransportError::Closed))
     );
 }
+
+#[test]
+fn without_resend_lost_a_lost_resend_safe_command_is_resolved_at_once() {
+    // A cluster router wants the command back to send it to the node that
+    // took over the slot, not left waiting for a node that may never return.
+    let mut config = Config::default();
+    config.queue.offline = OfflinePolicy::FailFast;
+    config.queue.resend_lost = false;
+    let mut t = T::new(config);
+    t.ready();
+    let write = t.submit(true, t.ms() + 5_000).unwrap();
+    let read = t.submit_class(Class::READ, t.ms() + 5_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(write), Rec::Cmd(read)]);
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    let resolved: Vec<_> = t
+        .drain()
+        .into_iter()
+        .filter(|r| matches!(r, Rec::Resolved(..)))
+        .collect();
+    let reason = DisconnectReason::Transport(TransportError::Reset);
+    assert_eq!(
+        resolved,
+        [
+            Rec::Resolved(read, Outcome::NotApplied(reason)),
+            Rec::Resolved(
+                write,
+                Outcome::Indeterminate(IndeterminateCause::ConnectionLost(reason))
+            ),
+        ]
+    );
+    assert_eq!(t.conn.queued(), 0);
+}
