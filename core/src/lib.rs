@@ -58,6 +58,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod backoff;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod conn;

@@ -65,6 +65,22 @@ pub enum Error {
     /// A command `cmd()` does not send on the shared connection (pub/sub,
     /// transactions, SELECT...): `why` says what to do instead.
     Unsupported { command: String, why: &'static str },
+    /// Cluster mode: the command's keys hash to different slots and it is
+    /// not one of the commands resilis splits (MGET, MSET, DEL, EXISTS,
+    /// UNLINK, TOUCH). Never sent. Put the keys in one slot with a
+    /// `{hashtag}`.
+    CrossSlot {
+        command: String,
+        first: u16,
+        other: u16,
+    },
+    /// Cluster mode: no node is known to serve the command's slot (no slot
+    /// map could be read from any seed, or no shard serves the slot) before
+    /// its deadline. Never applied.
+    NoRoute { slot: Option<u16> },
+    /// Cluster mode: more MOVED/ASK/READONLY redirects than the budget; the
+    /// nodes disagree about the slot. Never applied.
+    RedirectLoop { redirects: u8 },
     /// The client was shut down (or its driver task ended).
     Shutdown,
     /// The client was created outside a Tokio runtime.
@@ -98,6 +114,9 @@ impl Error {
                 | Error::Timeout
                 | Error::Backpressure { .. }
                 | Error::TooLarge { .. }
+                | Error::CrossSlot { .. }
+                | Error::NoRoute { .. }
+                | Error::RedirectLoop { .. }
         )
     }
 
@@ -131,6 +150,15 @@ impl Error {
             ),
             Error::Tls(e) => Some(e.fix),
             Error::Unsupported { why, .. } => Some(why),
+            Error::CrossSlot { .. } => Some(
+                "give the keys a common {hashtag} (user:{42}:a, user:{42}:b) so they share a slot, or send one command per key",
+            ),
+            Error::NoRoute { .. } => Some(
+                "check that the seed nodes are reachable and that every slot is assigned (`redis-cli --cluster check`); see client.health()",
+            ),
+            Error::RedirectLoop { .. } => Some(
+                "the nodes disagree about who serves the slot (a resharding in progress?): retry later, or check `redis-cli --cluster check`",
+            ),
             Error::NoRuntime => {
                 Some("create the client inside a Tokio runtime (#[tokio::main] or Runtime::enter)")
             }
@@ -203,6 +231,24 @@ impl fmt::Display for Error {
             Error::Unsupported { command, why } => {
                 write!(f, "{command} is not sent on the shared connection: {why}")
             }
+            Error::CrossSlot {
+                command,
+                first,
+                other,
+            } => write!(
+                f,
+                "{command} names keys in slots {first} and {other}: a cluster runs it only on keys of one slot (not sent)"
+            ),
+            Error::NoRoute { slot: Some(slot) } => {
+                write!(f, "no cluster node is known to serve slot {slot} (not applied)")
+            }
+            Error::NoRoute { slot: None } => {
+                f.write_str("no cluster node is known to be reachable (not applied)")
+            }
+            Error::RedirectLoop { redirects } => write!(
+                f,
+                "redirected {redirects} times without reaching the slot's node (not applied)"
+            ),
             Error::Shutdown => f.write_str("the client was shut down"),
             Error::NoRuntime => f.write_str(
                 "no Tokio runtime: create the client inside a Tokio runtime (#[tokio::main] or Runtime::enter)",

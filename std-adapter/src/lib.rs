@@ -21,6 +21,8 @@
 //! Modules:
 //! - [`client`]: options, typed commands, `cmd()`; idempotency and blocking
 //!   commands are described there.
+//! - [`cluster`]: cluster mode (`redis://h1:p1,h2:p2`, `REDIS_CLUSTER_NODES`):
+//!   the core's router over one connection per node.
 //! - [`fallback`]: the in-memory cache that answers GETs while Redis is
 //!   down (fed only by what Redis acknowledged).
 //! - [`tls`]: TLS settings (`REDIS_TLS_*`) and [`tls::client_config`].
@@ -30,15 +32,18 @@
 //! Logs go through `tracing` (target `resilis`), never with a password.
 
 pub mod client;
+pub mod cluster;
 mod driver;
 mod encoding;
 pub mod error;
 pub mod fallback;
 pub mod health;
+mod seeds;
 pub mod tls;
 pub mod value;
 
 pub use client::{Client, Cmd, OfflineMode, Options, SetOptions, Source, Sourced};
+pub use cluster::{ClusterEvent, ClusterHealth, NodeHealth};
 pub use error::Error;
 pub use fallback::FallbackConfig;
 pub use health::{Counters, Health, LastError};

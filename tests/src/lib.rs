@@ -7,6 +7,9 @@
 //!   loopback port (plain, TLS, both; requirepass, ACL users, RESP2-only,
 //!   protected mode, maxclients, idle timeout), kill/restart on the same
 //!   port, and a raw RESP helper to check server-side state.
+//! - [`cluster::Cluster`]: a real six-node Redis Cluster (three primaries,
+//!   one replica each) and its faults: a killed, restarted or hung node, a
+//!   manual failover, a slot in migration (ASK, TRYAGAIN).
 //! - [`tls::TestPki`]: a test CA, server and client certificates, and a
 //!   second CA for wrong-CA cases, generated at test time (EC P-256).
 //! - [`proxy::FaultProxy`]: a controllable TCP proxy (latency, freeze,
@@ -37,6 +40,7 @@
 //! is a panic saying how to install it), and cleans up on drop; spawned
 //! servers also die with the test process (`PR_SET_PDEATHSIG`).
 
+pub mod cluster;
 pub mod harness;
 pub mod linearizable;
 pub mod proxy;
@@ -45,6 +49,7 @@ pub mod server;
 pub mod soak;
 pub mod tls;
 
+pub use cluster::Cluster;
 pub use proxy::{Behavior, Direction, FaultProxy, HostileServer, IdleAction};
 pub use raw::{RawConn, Reply};
 pub use server::{RedisServer, RedisServerBuilder};

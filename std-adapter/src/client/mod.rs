@@ -33,17 +33,21 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use resilis_core::cluster::ClusterConfig;
 use resilis_core::command::{Class, Route};
 pub use resilis_core::resp::encode::{Expiry, SetCondition};
 use resilis_core::{Config, OfflinePolicy, PhaseKind};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::cluster::{Cluster, ClusterEvent, ClusterHealth};
 use crate::driver::{self, Command, Driver, Reply, Request, TlsSetup};
+use crate::encoding::encode_vec;
 use crate::error::Error;
 use crate::fallback::{FallbackConfig, expiry_after};
 use crate::health::{Health, Shared, Status};
 use crate::tls::{HostSource, TlsOptions, client_config};
 use crate::value::Value;
+use resilis_core::resp::encode::CommandEncoder;
 
 mod cmd;
 mod typed;
@@ -75,7 +79,7 @@ pub enum OfflineMode {
 }
 
 impl OfflineMode {
-    fn policy(self) -> OfflinePolicy {
+    pub(crate) fn policy(self) -> OfflinePolicy {
         match self {
             OfflineMode::Fallback => OfflinePolicy::Fallback,
             OfflineMode::FailFast => OfflinePolicy::FailFast,
@@ -94,6 +98,12 @@ pub struct Options {
     pub fallback: FallbackConfig,
     /// Where `config.host` came from, named by an error about it.
     pub host_source: HostSource,
+    /// Cluster mode: the seed nodes (`config.host:config.port` is the
+    /// first). Set by a URL naming several nodes (`redis://h1:p1,h2:p2`), by
+    /// `REDIS_CLUSTER_NODES`, or by [`Options::cluster`].
+    pub cluster: Option<Vec<(String, u16)>>,
+    /// How the cluster router behaves (redirect budget, refresh pacing).
+    pub cluster_config: ClusterConfig,
 }
 
 impl Options {
@@ -108,14 +118,32 @@ impl Options {
         tls.check_tls_on(config.tls)?;
         let mut options = Options::from_config(config).tls(tls);
         options.host_source = HostSource::of_env(env);
+        if let Some(nodes) = env("REDIS_CLUSTER_NODES") {
+            let seeds = crate::seeds::parse_list("REDIS_CLUSTER_NODES", &nodes)?;
+            let (host, port) = seeds[0].clone();
+            // The first seed is the one the core's config names, unless
+            // REDIS_URL/REDIS_HOST chose one already.
+            if env("REDIS_URL").is_none() && env("REDIS_HOST").is_none() {
+                options.config.host.clear();
+                let _ = options.config.host.push_str(&host);
+                options.config.port = port;
+            }
+            options = options.cluster(seeds);
+        }
         Ok(options)
     }
 
     /// A `redis://` or `rediss://` URL; TLS options at their defaults
     /// (verification against the Mozilla roots): add a CA with `.tls(...)`.
+    /// A URL naming several nodes, `redis://[user:pass@]h1:p1,h2:p2[/db]`,
+    /// is cluster mode with those seeds.
     pub fn from_url(url: &str) -> Result<Options, Error> {
-        let mut options = Options::from_config(Config::from_url(url)?);
+        let (first, seeds) = crate::seeds::split_url(url)?;
+        let mut options = Options::from_config(Config::from_url(&first)?);
         options.host_source = HostSource::Url;
+        if let Some(seeds) = seeds {
+            options = options.cluster(seeds);
+        }
         Ok(options)
     }
 
@@ -143,7 +171,24 @@ impl Options {
             offline: OfflineMode::default(),
             fallback: FallbackConfig::default(),
             host_source: HostSource::Config,
+            cluster: None,
+            cluster_config: ClusterConfig::default(),
         }
+    }
+
+    /// Cluster mode, with these seed nodes besides `config`'s host and port
+    /// (any reachable node of the cluster will do; several survive one being
+    /// down). Auth, TLS and timeouts apply to every node.
+    pub fn cluster<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = (S, u16)>) -> Self {
+        let mut all = vec![(self.config.host.as_str().to_owned(), self.config.port)];
+        for (host, port) in seeds {
+            let host = host.into();
+            if !all.iter().any(|(h, p)| *h == host && *p == port) {
+                all.push((host, port));
+            }
+        }
+        self.cluster = Some(all);
+        self
     }
 
     pub fn tls(mut self, tls: TlsOptions) -> Self {
@@ -233,7 +278,12 @@ impl Drop for Outstanding {
 }
 
 struct Inner {
-    main: Handle,
+    /// The shared connection's driver; `None` in cluster mode.
+    main: Option<mpsc::Sender<Request>>,
+    /// Status, counters, events and the fallback cache: the connection's,
+    /// or in cluster mode the cluster's as a whole.
+    shared: Arc<Shared>,
+    cluster: Option<Arc<Cluster>>,
     blocking: Mutex<Vec<Pooled>>,
     options: Options,
     tls: Option<TlsSetup>,
@@ -249,7 +299,8 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("endpoint", &self.inner.main.shared.endpoint)
+            .field("endpoint", &self.inner.shared.endpoint)
+            .field("cluster", &self.inner.cluster.is_some())
             .field("offline", &self.inner.options.offline)
             .finish_non_exhaustive()
     }
@@ -310,11 +361,31 @@ impl Client {
         } else {
             None
         };
+        if let Some(seeds) = &options.cluster {
+            let list: Vec<String> = seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            let shared = Arc::new(Shared::new(
+                format!("cluster {}", list.join(",")),
+                options.fallback,
+            ));
+            let cluster = Cluster::start(&options, seeds, shared.clone())?;
+            return Ok(Client {
+                inner: Arc::new(Inner {
+                    main: None,
+                    shared,
+                    cluster: Some(cluster),
+                    blocking: Mutex::new(Vec::new()),
+                    options,
+                    tls,
+                }),
+            });
+        }
         let shared = Arc::new(Shared::new(endpoint(&options.config), options.fallback));
         let main = spawn(&options, tls.clone(), shared)?;
         Ok(Client {
             inner: Arc::new(Inner {
-                main,
+                main: Some(main.tx),
+                shared: main.shared,
+                cluster: None,
                 blocking: Mutex::new(Vec::new()),
                 options,
                 tls,
@@ -322,8 +393,20 @@ impl Client {
         })
     }
 
-    fn shared(&self) -> &Shared {
-        &self.inner.main.shared
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// Cluster mode: the map's generation, routing counters and each node's
+    /// health. `None` for a single-node client.
+    pub fn cluster_health(&self) -> Option<ClusterHealth> {
+        self.inner.cluster.as_ref().map(|c| c.health())
+    }
+
+    /// Cluster mode: map changes and nodes going up and down, from now on.
+    /// `None` for a single-node client.
+    pub fn cluster_events(&self) -> Option<broadcast::Receiver<ClusterEvent>> {
+        self.inner.cluster.as_ref().map(|c| c.events())
     }
 
     /// A snapshot of the connection for health endpoints.
@@ -375,13 +458,33 @@ impl Client {
     /// Retry at once (after a permanent failure was fixed, or to cut a
     /// backoff short).
     pub async fn retry(&self) {
-        let _ = self.inner.main.tx.send(Request::Retry).await;
+        match &self.inner.cluster {
+            Some(cluster) => cluster.retry().await,
+            None => self.retry_connection().await,
+        }
+    }
+
+    /// This client's own connection (a cluster node's, in cluster mode).
+    pub(crate) async fn retry_connection(&self) {
+        if let Some(tx) = &self.inner.main {
+            let _ = tx.send(Request::Retry).await;
+        }
     }
 
     /// Closes the connection: queued commands fail as not sent, written ones
     /// as indeterminate. Other clones see [`Error::Shutdown`] afterwards.
     pub async fn shutdown(&self) {
-        let _ = self.inner.main.tx.send(Request::Shutdown).await;
+        match &self.inner.cluster {
+            Some(cluster) => cluster.shutdown().await,
+            None => self.shutdown_connection().await,
+        }
+    }
+
+    /// This client's own connections (a cluster node's, in cluster mode).
+    pub(crate) async fn shutdown_connection(&self) {
+        if let Some(tx) = &self.inner.main {
+            let _ = tx.send(Request::Shutdown).await;
+        }
         let pool: Vec<_> = self.blocking_pool().iter().map(|h| h.tx.clone()).collect();
         for tx in pool {
             let _ = tx.send(Request::Shutdown).await;
@@ -445,9 +548,63 @@ impl Client {
         class: Class,
         timeout: Option<Duration>,
     ) -> Result<Reply, Error> {
+        if let Route::Refused { why } = class.route() {
+            return Err(Error::Unsupported {
+                command: command_name(&bytes),
+                why,
+            });
+        }
+        if let Some(cluster) = &self.inner.cluster {
+            let timeout = timeout.unwrap_or_else(|| self.default_timeout(class));
+            let absent = self.inner.options.fallback.miss_reads_as_absent;
+            return cluster.request(bytes, class, timeout, absent).await;
+        }
+        self.request_asking(bytes, class, timeout, false).await
+    }
+
+    fn default_timeout(&self, class: Class) -> Duration {
+        let config = &self.inner.options.config;
+        if class.blocking() {
+            config.blocking_timeout
+        } else {
+            config.command_timeout
+        }
+    }
+
+    /// The reply's RESP bytes as they came, for a parser in the core.
+    pub(crate) async fn request_raw(
+        &self,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        let tx = self.inner.main.as_ref().ok_or(Error::Shutdown)?;
+        let (reply, answer) = oneshot::channel();
+        let command = Command {
+            bytes,
+            timeout,
+            class: Class::READ,
+            reply,
+            raw: true,
+        };
+        tx.send(Request::Command(command))
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        answer.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Sends on this connection (not routed by a cluster). `asking`: a
+    /// cluster node's `ASKING` goes just before it, with nothing between.
+    pub(crate) async fn request_asking(
+        &self,
+        bytes: Vec<u8>,
+        class: Class,
+        timeout: Option<Duration>,
+        asking: bool,
+    ) -> Result<Reply, Error> {
         // The shared connection's sender is borrowed (nothing to count on
         // the hot path); a pool connection's is counted while this waits.
         let pooled;
+        let main = self.inner.main.as_ref().ok_or(Error::Shutdown)?;
         let (tx, _outstanding) = match class.route() {
             Route::Refused { why } => {
                 return Err(Error::Unsupported {
@@ -459,25 +616,44 @@ impl Client {
                 pooled = self.blocking_handle()?;
                 (&pooled.0, Some(Outstanding::new(&pooled.1)))
             }
-            Route::Shared => (&self.inner.main.tx, None),
+            Route::Shared => (main, None),
         };
-        let config = &self.inner.options.config;
-        let timeout = timeout.unwrap_or(if class.blocking() {
-            config.blocking_timeout
-        } else {
-            config.command_timeout
-        });
+        let timeout = timeout.unwrap_or_else(|| self.default_timeout(class));
         let (reply, answer) = oneshot::channel();
         let command = Command {
             bytes,
             timeout,
             class,
             reply,
+            raw: false,
+        };
+        // Kept alive until the command's answer: a dropped receiver would
+        // make the driver withdraw ASKING.
+        let mut _asking_answer = None;
+        let request = if asking {
+            let (asking_reply, asking_rx) = oneshot::channel();
+            _asking_answer = Some(asking_rx);
+            Request::Group(vec![
+                Command {
+                    bytes: encode_vec(|b| {
+                        let mut enc = CommandEncoder::new(b, 1);
+                        enc.arg(b"ASKING");
+                        enc.finish()
+                    }),
+                    timeout,
+                    class: Class::READ,
+                    reply: asking_reply,
+                    raw: false,
+                },
+                command,
+            ])
+        } else {
+            Request::Command(command)
         };
         // The channel is drained on every wake, so it is rarely full: try the
         // cheap path first, and wait for room only when there is none (the
         // driver takes no more than the core has room for).
-        match tx.try_send(Request::Command(command)) {
+        match tx.try_send(request) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(request)) => {
                 tx.send(request).await.map_err(|_| Error::Shutdown)?

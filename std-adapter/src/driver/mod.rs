@@ -60,6 +60,10 @@ pub(crate) const CHANNEL: usize = 8192;
 
 pub(crate) enum Request {
     Command(Command),
+    /// Commands submitted back to back, so that no other caller's command
+    /// is written between them (a cluster's `ASKING` and the command it
+    /// permits).
+    Group(Vec<Command>),
     /// Retry now (after a permanent failure or a give-up).
     Retry,
     Shutdown,
@@ -71,6 +75,9 @@ pub(crate) struct Command {
     pub timeout: Duration,
     pub class: Class,
     pub reply: oneshot::Sender<Result<Reply, Error>>,
+    /// Answer with the reply's RESP bytes as they came (a `Value::Bulk`),
+    /// for a parser in the core (the cluster's slot map).
+    pub raw: bool,
 }
 
 /// An answer: from Redis, or from the fallback cache when the core said so.
@@ -184,8 +191,16 @@ impl Driver {
         }
         // Bounded: the channel is closed, so it only empties.
         while let Ok(request) = self.rx.try_recv() {
-            if let Request::Command(cmd) = request {
-                let _ = cmd.reply.send(Err(Error::Shutdown));
+            match request {
+                Request::Command(cmd) => {
+                    let _ = cmd.reply.send(Err(Error::Shutdown));
+                }
+                Request::Group(cmds) => {
+                    for cmd in cmds {
+                        let _ = cmd.reply.send(Err(Error::Shutdown));
+                    }
+                }
+                Request::Retry | Request::Shutdown => {}
             }
         }
     }
@@ -633,13 +648,16 @@ impl Driver {
                     frame,
                     consumed,
                 } => {
-                    self.rstart += consumed;
                     self.blocking_written.retain(|&b| b != id);
                     if let Some(p) = self.pending.take(id) {
                         let result = match frame.error_text() {
                             Some(text) => {
                                 Err(Error::Server(String::from_utf8_lossy(text).into_owned()))
                             }
+                            None if p.raw => Ok(Reply {
+                                value: Value::Bulk(buf[..consumed].to_vec()),
+                                from_cache: false,
+                            }),
                             None => Ok(Reply {
                                 value: Value::from_frame(&frame),
                                 from_cache: false,
@@ -647,6 +665,7 @@ impl Driver {
                         };
                         finish(p.waiter, result, Some(&self.shared));
                     }
+                    self.rstart += consumed;
                 }
                 Received::Push { consumed, .. } => {
                     self.rstart += consumed;
@@ -679,30 +698,10 @@ impl Driver {
         let mut batch = std::mem::take(&mut self.incoming);
         for request in batch.drain(..) {
             match request {
-                Request::Command(cmd) => {
-                    if cmd.reply.is_closed() {
-                        // Its caller left while it waited in the channel.
-                        bump(&self.shared.metrics.cancelled);
-                        continue;
-                    }
-                    let submit = Submit {
-                        len: cmd.bytes.len(),
-                        deadline: now + cmd.timeout,
-                        class: cmd.class,
-                    };
-                    match self.conn.handle_submit(now, submit) {
-                        Ok(id) => self.pending.insert(
-                            id,
-                            Pending {
-                                bytes: cmd.bytes,
-                                waiter: cmd.reply,
-                                class: cmd.class,
-                            },
-                        ),
-                        Err(e) => {
-                            let error = self.submit_error(e);
-                            finish(cmd.reply, Err(error), Some(&self.shared));
-                        }
+                Request::Command(cmd) => self.submit_one(now, cmd),
+                Request::Group(cmds) => {
+                    for cmd in cmds {
+                        self.submit_one(now, cmd);
                     }
                 }
                 Request::Retry => self.conn.handle_retry(now),
@@ -713,6 +712,34 @@ impl Driver {
             }
         }
         self.incoming = batch;
+    }
+
+    fn submit_one(&mut self, now: CoreInstant, cmd: Command) {
+        if cmd.reply.is_closed() {
+            // Its caller left while it waited in the channel.
+            bump(&self.shared.metrics.cancelled);
+            return;
+        }
+        let submit = Submit {
+            len: cmd.bytes.len(),
+            deadline: now + cmd.timeout,
+            class: cmd.class,
+        };
+        match self.conn.handle_submit(now, submit) {
+            Ok(id) => self.pending.insert(
+                id,
+                Pending {
+                    bytes: cmd.bytes,
+                    waiter: cmd.reply,
+                    class: cmd.class,
+                    raw: cmd.raw,
+                },
+            ),
+            Err(e) => {
+                let error = self.submit_error(e);
+                finish(cmd.reply, Err(error), Some(&self.shared));
+            }
+        }
     }
 }
 

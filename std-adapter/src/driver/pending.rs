@@ -15,6 +15,8 @@ pub(super) struct Pending {
     pub bytes: Vec<u8>,
     pub waiter: oneshot::Sender<Result<Reply, Error>>,
     pub class: Class,
+    /// Answer with the reply's bytes as they came.
+    pub raw: bool,
 }
 
 /// Commands the core knows, by id. The core hands out consecutive ids and
@@ -86,6 +88,7 @@ mod tests {
                     bytes: vec![id as u8],
                     waiter: oneshot::channel().0,
                     class: Class::READ,
+                    raw: false,
                 },
             );
         }

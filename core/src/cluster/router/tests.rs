@@ -1,0 +1,520 @@
+//! Transcripts of the router's decisions, on maps built from `CLUSTER
+//! SLOTS` replies shaped as Redis sends them.
+
+extern crate std;
+
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use super::*;
+use crate::TransportError;
+use crate::resp::{Decoded, Limits, decode};
+
+type Map = Topology<16, 64>;
+type Router = ClusterRouter<16, 64>;
+
+const CLASS_SET: Class = Class::IDEMPOTENT_WRITE;
+const CLASS_INCR: Class = Class::WRITE;
+const CLASS_GET: Class = Class::CACHED_READ;
+
+/// A `CLUSTER SLOTS` reply: each shard `(start, end, primary port)`, its
+/// replica on `port + 100`, all on 127.0.0.1.
+fn slots_reply(shards: &[(u16, u16, u16)]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", shards.len());
+    for &(start, end, port) in shards {
+        out += &format!(
+            "*4\r\n:{start}\r\n:{end}\r\n*3\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$2\r\nid\r\n*3\r\n$9\r\n127.0.0.1\r\n:{}\r\n$2\r\nid\r\n",
+            port + 100
+        );
+    }
+    out.into_bytes()
+}
+
+fn map(shards: &[(u16, u16, u16)]) -> Map {
+    let bytes = slots_reply(shards);
+    let Ok(Decoded::Frame { frame, .. }) = decode(&bytes, &Limits::REDIS) else {
+        panic!("bad fixture");
+    };
+    let mut map = Map::new();
+    map.parse_slots(&frame, "127.0.0.1")
+        .expect("fixture parses");
+    map
+}
+
+/// Three primaries on 7001..7003 over the usual ranges.
+fn three() -> Map {
+    map(&[(0, 5460, 7001), (5461, 10922, 7002), (10923, 16383, 7003)])
+}
+
+fn ms(n: u64) -> Instant {
+    Instant::from_millis(n)
+}
+
+fn port_of(r: &Router, node: NodeId) -> u16 {
+    r.addr(node).expect("known node").port
+}
+
+/// A router that has taken `three()` with every primary Ready.
+fn ready_router(config: ClusterConfig) -> Router {
+    let mut r = Router::new(config, [("127.0.0.1", 7001)]);
+    let ask = r.poll_refresh(ms(0)).expect("first refresh at once");
+    assert_eq!(ask.nodes.len(), 1, "only the seed is known");
+    assert_eq!(ask.command, MapCommand::Shards);
+    let view = three();
+    assert_eq!(
+        r.handle_refresh(ms(1), &[&view]),
+        Refreshed::Changed { generation: 1 }
+    );
+    for port in [7001, 7002, 7003] {
+        let id = r.node_id("127.0.0.1", port).expect("primary known");
+        r.handle_node_phase(ms(1), id, true, None);
+    }
+    r
+}
+
+fn send_port(r: &Router, step: Step) -> (u16, bool) {
+    match step {
+        Step::Send { node, asking } => (port_of(r, node), asking),
+        other => panic!("expected a send, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_command_goes_to_the_primary_of_its_slot() {
+    let mut r = ready_router(ClusterConfig::default());
+    // slot 12182 is "foo"'s: the third shard.
+    let (a, step) = r.begin(ms(2), CLASS_GET, SlotsOf::One(12182), ms(5_000));
+    assert_eq!(send_port(&r, step), (7003, false));
+    assert_eq!(a.node, r.node_id("127.0.0.1", 7003));
+    let (_, step) = r.begin(ms(2), CLASS_GET, SlotsOf::One(0), ms(5_000));
+    assert_eq!(send_port(&r, step), (7001, false));
+    let (_, step) = r.begin(ms(2), CLASS_GET, SlotsOf::One(5461), ms(5_000));
+    assert_eq!(send_port(&r, step), (7002, false));
+    // Replicas are in the map but are not wanted connections.
+    let replica = r.node_id("127.0.0.1", 7101).expect("replica known");
+    assert_eq!(r.role(replica), Some(Role::Replica));
+    assert!(!r.wanted(replica));
+    assert!(r.wanted(r.node_id("127.0.0.1", 7002).unwrap()));
+}
+
+#[test]
+fn keys_in_two_slots_are_refused_before_sending() {
+    let mut r = ready_router(ClusterConfig::default());
+    let (_, step) = r.begin(
+        ms(2),
+        CLASS_GET,
+        SlotsOf::Cross { first: 1, other: 2 },
+        ms(5_000),
+    );
+    assert_eq!(step, Step::Fail(Failure::CrossSlot { first: 1, other: 2 }));
+}
+
+#[test]
+fn keyless_commands_take_turns_over_ready_primaries() {
+    let mut r = ready_router(ClusterConfig::default());
+    let mut ports = Vec::new();
+    for _ in 0..6 {
+        let (_, step) = r.begin(ms(2), Class::READ, SlotsOf::Keyless, ms(5_000));
+        ports.push(send_port(&r, step).0);
+    }
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports, [7001, 7002, 7003]);
+}
+
+#[test]
+fn moved_patches_the_map_resends_there_and_asks_for_a_refresh() {
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(200), CLASS_SET, SlotsOf::One(42), ms(5_000));
+    let step = r.on_reply(
+        ms(200),
+        &mut a,
+        Some(ClusterReply::Moved {
+            slot: 42,
+            host: "127.0.0.1",
+            port: 7002,
+        }),
+    );
+    assert_eq!(send_port(&r, step), (7002, false));
+    assert_eq!(r.primary_for(42), r.node_id("127.0.0.1", 7002));
+    // The neighbours stay where they were.
+    assert_eq!(r.primary_for(41), r.node_id("127.0.0.1", 7001));
+    assert_eq!(r.primary_for(43), r.node_id("127.0.0.1", 7001));
+    assert_eq!(r.generation(), 2);
+    assert!(
+        r.poll_refresh(ms(200)).is_some(),
+        "a MOVED asks for a refresh"
+    );
+}
+
+#[test]
+fn a_moved_to_an_unnamed_host_means_the_host_that_answered() {
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(2), CLASS_SET, SlotsOf::One(42), ms(5_000));
+    let step = r.on_reply(
+        ms(2),
+        &mut a,
+        Some(ClusterReply::Moved {
+            slot: 42,
+            host: "",
+            port: 7003,
+        }),
+    );
+    let Step::Send { node, .. } = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(r.addr(node).unwrap().host.as_str(), "127.0.0.1");
+    assert_eq!(r.addr(node).unwrap().port, 7003);
+}
+
+#[test]
+fn ask_sends_once_with_asking_and_leaves_the_map_alone() {
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(2), CLASS_SET, SlotsOf::One(42), ms(5_000));
+    let generation = r.generation();
+    let step = r.on_reply(
+        ms(2),
+        &mut a,
+        Some(ClusterReply::Ask {
+            slot: 42,
+            host: "127.0.0.1",
+            port: 7003,
+        }),
+    );
+    assert_eq!(send_port(&r, step), (7003, true));
+    assert_eq!(r.primary_for(42), r.node_id("127.0.0.1", 7001));
+    assert_eq!(r.generation(), generation);
+    // The next command for that slot goes to the owner again, without ASKING.
+    let (_, step) = r.begin(ms(3), CLASS_SET, SlotsOf::One(42), ms(5_000));
+    assert_eq!(send_port(&r, step), (7001, false));
+}
+
+#[test]
+fn redirects_beyond_the_budget_end_the_command() {
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(2), CLASS_SET, SlotsOf::One(42), ms(5_000));
+    let mut last = Step::Answer;
+    for i in 0..6u16 {
+        last = r.on_reply(
+            ms(2),
+            &mut a,
+            Some(ClusterReply::Moved {
+                slot: 42,
+                host: "127.0.0.1",
+                port: 7001 + (i % 2),
+            }),
+        );
+        if i < 5 {
+            assert!(matches!(last, Step::Send { .. }), "redirect {i}: {last:?}");
+        }
+    }
+    assert_eq!(last, Step::Fail(Failure::RedirectLoop { redirects: 6 }));
+}
+
+#[test]
+fn tryagain_waits_longer_each_time_then_the_refusal_is_the_answer() {
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(0), CLASS_SET, SlotsOf::One(42), ms(200));
+    let mut now = ms(0);
+    let mut waits = Vec::new();
+    loop {
+        match r.on_reply(now, &mut a, Some(ClusterReply::TryAgain)) {
+            Step::Wait { until } => {
+                waits.push((until - now).as_millis());
+                now = until;
+                assert!(matches!(r.resume(now, &mut a), Step::Send { .. }));
+            }
+            Step::Answer => break,
+            other => panic!("{other:?}"),
+        }
+        assert!(waits.len() < 20, "bounded");
+    }
+    assert_eq!(waits, [10, 20, 40, 80]);
+    assert!(now < ms(200));
+}
+
+#[test]
+fn a_ten_thousand_moved_storm_costs_one_refresh_per_interval() {
+    let mut r = ready_router(ClusterConfig::default());
+    let mut refreshes = 0;
+    // 10 000 MOVEDs over one second, the refresh loop polled as often.
+    for i in 0..10_000u64 {
+        let now = Instant::from_micros(1_000 + i * 100);
+        let (mut a, _) = r.begin(
+            now,
+            CLASS_SET,
+            SlotsOf::One(42),
+            now + Duration::from_secs(5),
+        );
+        let _ = r.on_reply(
+            now,
+            &mut a,
+            Some(ClusterReply::Moved {
+                slot: 42,
+                host: "127.0.0.1",
+                port: 7002 + (i % 2) as u16,
+            }),
+        );
+        if r.poll_refresh(now).is_some() {
+            refreshes += 1;
+            // The nodes answer at once, with the map before the storm.
+            let view = three();
+            r.handle_refresh(now, &[&view]);
+        }
+    }
+    // 1 s / (100 ms + up to 50 ms of jitter): 7 to 11.
+    assert!((6..=11).contains(&refreshes), "{refreshes} refreshes");
+}
+
+#[test]
+fn a_killed_primary_is_refreshed_away_and_waiting_commands_follow_the_promotion() {
+    let mut r = ready_router(ClusterConfig::default());
+    let dead = r.node_id("127.0.0.1", 7001).unwrap();
+    let reason = DisconnectReason::Transport(TransportError::Closed);
+    r.handle_node_phase(ms(1_000), dead, false, Some(reason));
+    let ask = r
+        .poll_refresh(ms(1_000))
+        .expect("leaving Ready asks at once");
+    assert!(!ask.nodes.contains(&dead), "a node known down is not asked");
+    // A write for one of its slots, never sent: waits (its deadline is 5 s).
+    let (mut a, step) = r.begin(ms(1_001), CLASS_INCR, SlotsOf::One(100), ms(6_000));
+    assert_eq!(step, Step::Wait { until: ms(6_000) });
+    // Until the promotion, the nodes still name the dead primary: refreshed
+    // again every interval while it is down.
+    let before = three();
+    assert_eq!(
+        r.handle_refresh(ms(1_002), &[&before, &before]),
+        Refreshed::Unchanged
+    );
+    assert!(r.degraded());
+    assert_eq!(r.poll_refresh(ms(1_050)), None, "not before the interval");
+    let next = r.poll_timeout().expect("a refresh is due");
+    assert!(next >= ms(1_100) && next <= ms(1_150), "{next:?}");
+    assert!(r.poll_refresh(next).is_some());
+    // The replica (7101) is promoted.
+    let after = map(&[(0, 5460, 7101), (5461, 10922, 7002), (10923, 16383, 7003)]);
+    let changes = r.changes();
+    assert!(matches!(
+        r.handle_refresh(next, &[&after, &after, &before]),
+        Refreshed::Changed { .. }
+    ));
+    assert!(r.changes() > changes, "waiters are woken");
+    assert!(!r.wanted(dead));
+    // The promoted node was never tried: the command goes there, and the
+    // adapter opens its connection first.
+    let step = r.resume(next, &mut a);
+    assert_eq!(send_port(&r, step), (7101, false));
+    let promoted = r.node_id("127.0.0.1", 7101).unwrap();
+    assert!(r.wanted(promoted));
+    r.handle_node_phase(next, promoted, true, None);
+    let step = r.resume(next, &mut a);
+    assert_eq!(send_port(&r, step), (7101, false));
+}
+
+#[test]
+fn a_lost_resend_safe_write_is_rerouted_but_never_called_not_applied() {
+    let mut r = ready_router(ClusterConfig::default());
+    let node = r.node_id("127.0.0.1", 7001).unwrap();
+    let (mut a, _) = r.begin(ms(0), CLASS_SET, SlotsOf::One(100), ms(3_000));
+    let reason = DisconnectReason::Transport(TransportError::Reset);
+    let lost = Outcome::Indeterminate(IndeterminateCause::ConnectionLost(reason));
+    // Its node is gone: it waits for whoever serves the slot next.
+    assert_eq!(
+        r.on_outcome(ms(10), &mut a, lost),
+        Step::Wait { until: ms(3_000) }
+    );
+    assert!(!r.is_ready(node));
+    // Nobody takes over before its deadline: it may have run.
+    assert_eq!(
+        r.resume(ms(3_000), &mut a),
+        Step::Fail(Failure::Outcome(lost))
+    );
+    // A write that is not resend-safe is indeterminate at once.
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(0), CLASS_INCR, SlotsOf::One(100), ms(3_000));
+    assert_eq!(
+        r.on_outcome(ms(10), &mut a, lost),
+        Step::Fail(Failure::Outcome(lost))
+    );
+}
+
+#[test]
+fn a_read_lost_in_flight_is_sent_to_the_new_primary() {
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(0), Class::READ, SlotsOf::One(100), ms(3_000));
+    let reason = DisconnectReason::Transport(TransportError::Reset);
+    let step = r.on_outcome(ms(10), &mut a, Outcome::NotApplied(reason));
+    assert_eq!(step, Step::Wait { until: ms(3_000) });
+    let at = r.poll_timeout().expect("a refresh is due");
+    assert!(at <= ms(150), "within the interval of the first: {at:?}");
+    r.poll_refresh(at).expect("due");
+    let after = map(&[(0, 5460, 7101), (5461, 10922, 7002), (10923, 16383, 7003)]);
+    r.handle_refresh(at, &[&after]);
+    let step = r.resume(at, &mut a);
+    assert_eq!(send_port(&r, step), (7101, false));
+    // The deadline passes with no answer: not applied, with the reason.
+    assert_eq!(
+        r.on_outcome(ms(3_000), &mut a, Outcome::NotApplied(reason)),
+        Step::Fail(Failure::Outcome(Outcome::NotApplied(reason)))
+    );
+}
+
+#[test]
+fn the_cache_answers_a_get_only_when_no_node_is_ready() {
+    let mut r = ready_router(ClusterConfig::default());
+    let reason = DisconnectReason::Transport(TransportError::Refused);
+    let ids: Vec<NodeId> = [7001, 7002, 7003]
+        .iter()
+        .map(|&p| r.node_id("127.0.0.1", p).unwrap())
+        .collect();
+    r.handle_node_phase(ms(10), ids[0], false, Some(reason));
+    // One shard failing over is not an outage: the GET waits for it.
+    let (_, step) = r.begin(ms(11), CLASS_GET, SlotsOf::One(100), ms(5_000));
+    assert_eq!(step, Step::Wait { until: ms(5_000) });
+    // Every node down: answered from the cache at once.
+    r.handle_node_phase(ms(12), ids[1], false, Some(reason));
+    r.handle_node_phase(ms(12), ids[2], false, Some(reason));
+    let (mut a, step) = r.begin(ms(13), CLASS_GET, SlotsOf::One(100), ms(5_000));
+    assert_eq!(step, Step::Fallback(reason));
+    // Other commands wait for their deadline, then fail not applied.
+    let (mut w, step) = r.begin(ms(13), CLASS_INCR, SlotsOf::One(100), ms(5_000));
+    assert_eq!(step, Step::Wait { until: ms(5_000) });
+    assert_eq!(
+        r.resume(ms(5_000), &mut w),
+        Step::Fail(Failure::Outcome(Outcome::NotApplied(reason)))
+    );
+    // A GET that reached its deadline waiting is answered from the cache.
+    let mut r = ready_router(ClusterConfig::default());
+    r.handle_node_phase(ms(10), ids[0], false, Some(reason));
+    let (mut g, _) = r.begin(ms(11), CLASS_GET, SlotsOf::One(100), ms(5_000));
+    assert_eq!(r.resume(ms(5_000), &mut g), Step::Fallback(reason));
+    let _ = &mut a;
+}
+
+#[test]
+fn fail_fast_fails_at_once_when_the_slot_has_no_ready_node() {
+    let config = ClusterConfig {
+        offline: OfflinePolicy::FailFast,
+        ..ClusterConfig::default()
+    };
+    let mut r = ready_router(config);
+    let reason = DisconnectReason::Transport(TransportError::Refused);
+    let node = r.node_id("127.0.0.1", 7001).unwrap();
+    r.handle_node_phase(ms(10), node, false, Some(reason));
+    let (_, step) = r.begin(ms(11), CLASS_SET, SlotsOf::One(100), ms(5_000));
+    assert_eq!(
+        step,
+        Step::Fail(Failure::Outcome(Outcome::NotApplied(reason)))
+    );
+}
+
+#[test]
+fn before_any_map_a_command_waits_and_ends_without_a_route() {
+    let mut r = Router::new(ClusterConfig::default(), [("127.0.0.1", 7001)]);
+    // The seed is tried: a command goes to it until a map is known.
+    let (mut a, step) = r.begin(ms(0), CLASS_SET, SlotsOf::One(100), ms(1_000));
+    assert_eq!(send_port(&r, step), (7001, false));
+    let step = r.on_unavailable(ms(5), &mut a, None);
+    // Nothing is known to be down, the seed is tried again.
+    assert!(matches!(step, Step::Send { .. }));
+    let reason = DisconnectReason::Transport(TransportError::Refused);
+    assert_eq!(
+        r.on_unavailable(ms(6), &mut a, Some(reason)),
+        Step::Wait { until: ms(1_000) }
+    );
+    assert_eq!(
+        r.resume(ms(1_000), &mut a),
+        Step::Fail(Failure::Outcome(Outcome::NotApplied(reason)))
+    );
+}
+
+#[test]
+fn views_without_a_majority_keep_the_map_and_ask_again() {
+    let mut r = ready_router(ClusterConfig::default());
+    r.poll_refresh(ms(1_000))
+        .unwrap_or_else(|| panic!("periodic or due"));
+    let a = map(&[(0, 16383, 7001)]);
+    let b = map(&[(0, 16383, 7002)]);
+    let result = r.handle_refresh(ms(1_001), &[&a, &b]);
+    assert_eq!(result, Refreshed::Disagreement { views: 2, best: 1 });
+    assert_eq!(
+        r.primary_for(9_000),
+        r.node_id("127.0.0.1", 7002),
+        "the old map stays"
+    );
+    assert!(r.poll_timeout().is_some_and(|t| t <= ms(1_151)));
+}
+
+#[test]
+fn an_unanswered_refresh_does_not_block_the_next() {
+    let mut r = ready_router(ClusterConfig::default());
+    let node = r.node_id("127.0.0.1", 7002).unwrap();
+    r.handle_node_phase(ms(100), node, false, Some(DisconnectReason::PingTimeout));
+    let ask = r.poll_refresh(ms(200)).unwrap();
+    assert_eq!(r.poll_refresh(ms(500)), None, "one at a time");
+    assert!(
+        r.poll_refresh(ask.until).is_some(),
+        "given up on at `until`"
+    );
+}
+
+#[test]
+fn the_jitter_is_seeded() {
+    let due = |seed| {
+        let mut r = ready_router(ClusterConfig {
+            seed,
+            ..ClusterConfig::default()
+        });
+        let mut out = Vec::new();
+        for i in 0..5 {
+            let node = r.node_id("127.0.0.1", 7001).unwrap();
+            r.handle_node_phase(
+                ms(1_000 * (i + 1)),
+                node,
+                i % 2 == 1,
+                Some(DisconnectReason::PingTimeout),
+            );
+            out.push(r.poll_timeout());
+            if let Some(at) = r.poll_timeout() {
+                r.poll_refresh(at);
+                r.handle_refresh(at, &[]);
+            }
+        }
+        out
+    };
+    assert_eq!(due(1), due(1));
+    assert_ne!(due(1), due(2));
+}
+
+#[test]
+fn a_primary_without_slots_is_not_wanted() {
+    // Captured from Redis 7.0.15 after 17103 was killed and 17105 promoted:
+    // 17103 is still listed, as a master with no slots, health `fail`.
+    let bytes = crate::cluster::topology::tests::SHARDS_FAILOVER_RESP2;
+    let Ok(Decoded::Frame { frame, .. }) = decode(bytes, &Limits::REDIS) else {
+        panic!("fixture decodes")
+    };
+    let mut view = Map::new();
+    view.parse_shards(&frame, false, "127.0.0.1").unwrap();
+    let mut r = Router::new(ClusterConfig::default(), [("127.0.0.1", 17101)]);
+    r.poll_refresh(ms(0)).unwrap();
+    assert!(matches!(
+        r.handle_refresh(ms(0), &[&view]),
+        Refreshed::Changed { .. }
+    ));
+    let dead = r.node_id("127.0.0.1", 17103).unwrap();
+    assert!(!r.wanted(dead));
+    assert_eq!(r.role(dead), None);
+    let promoted = r.node_id("127.0.0.1", 17105).unwrap();
+    assert!(r.wanted(promoted));
+    assert_eq!(r.primary_for(16383), Some(promoted));
+}
+
+#[test]
+fn a_shards_refusal_switches_to_slots() {
+    let mut r = Router::new(ClusterConfig::default(), [("127.0.0.1", 7001)]);
+    r.handle_shards_unsupported();
+    assert_eq!(r.poll_refresh(ms(0)).unwrap().command, MapCommand::Slots);
+    let _ = String::new();
+}

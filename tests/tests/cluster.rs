@@ -1,0 +1,330 @@
+//! The client in cluster mode against a real 6-node Redis Cluster (3
+//! primaries, 3 replicas): routing, redirects, splitting, and what each
+//! command becomes when a primary fails over, dies or hangs. Every test
+//! checks what the nodes hold afterwards, asking them directly.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use resilis::{Client, Error, Value};
+use resilis_tests::{Cluster, Reply};
+
+fn bulk(s: &str) -> Reply {
+    Reply::Bulk(s.as_bytes().to_vec())
+}
+
+async fn connect(cluster: &Cluster) -> Client {
+    let client = Client::connect(&cluster.seed_url()).expect("a cluster URL");
+    client
+        .wait_ready(Duration::from_secs(10))
+        .await
+        .expect("the cluster client gets ready");
+    client
+}
+
+/// What the node serving `key` holds, asked directly.
+fn held(cluster: &Cluster, key: &str) -> Reply {
+    let primary = cluster.primary_for_slot(cluster.key_slot(key));
+    cluster.command(primary, &["GET", key])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_go_to_the_node_of_their_slot_and_multi_key_ones_split() {
+    let cluster = Cluster::start();
+    let client = connect(&cluster).await;
+    let health = client.cluster_health().expect("cluster mode");
+    assert_eq!(
+        health.nodes.iter().filter(|n| n.role == "primary").count(),
+        3,
+        "{health:?}"
+    );
+    assert!(health.all_slots_served);
+
+    // Single-key commands, over every shard.
+    for i in 0..60 {
+        let key = format!("key:{i}");
+        client.set(&key, format!("v{i}")).await.unwrap();
+        assert_eq!(held(&cluster, &key), bulk(&format!("v{i}")), "{key}");
+        let got: Option<String> = client.get(&key).await.unwrap();
+        assert_eq!(got.as_deref(), Some(format!("v{i}").as_str()));
+    }
+    let mut slots: Vec<u16> = (0..60)
+        .map(|i| cluster.key_slot(&format!("key:{i}")))
+        .collect();
+    slots.sort();
+    assert!(
+        cluster.primary_for_slot(slots[0]) != cluster.primary_for_slot(slots[59]),
+        "the keys span shards"
+    );
+
+    // Hashtags: one slot, so multi-key commands run as one.
+    client
+        .cmd("MSET")
+        .arg("{user:7}:name")
+        .arg("ada")
+        .arg("{user:7}:lang")
+        .arg("rust")
+        .query()
+        .await
+        .unwrap();
+    let got: Vec<Option<String>> = client
+        .cmd("MGET")
+        .arg("{user:7}:name")
+        .arg("{user:7}:lang")
+        .query_as()
+        .await
+        .unwrap();
+    assert_eq!(got, [Some("ada".into()), Some("rust".into())]);
+
+    // A multi-key command over several slots that cannot be split is
+    // refused before it is sent.
+    let err = client
+        .cmd("SUNIONSTORE")
+        .arg("dest")
+        .arg("src:a")
+        .arg("src:b")
+        .query()
+        .await
+        .unwrap_err();
+    let Error::CrossSlot { command, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(command, "SUNIONSTORE");
+    assert!(err.is_not_applied());
+    assert_eq!(held(&cluster, "dest"), Reply::Nil);
+
+    // MSET / MGET / EXISTS / DEL over several slots: split and reassembled
+    // in the caller's order.
+    let keys = ["a", "b", "c", "d", "e", "f"];
+    let mut mset = client.cmd("MSET");
+    for k in keys {
+        mset = mset.arg(k).arg(format!("{k}!"));
+    }
+    assert_eq!(mset.query().await.unwrap(), Value::Okay);
+    for k in keys {
+        assert_eq!(held(&cluster, k), bulk(&format!("{k}!")));
+    }
+    let mut mget = client.cmd("MGET");
+    for k in ["f", "missing", "a", "c"] {
+        mget = mget.arg(k);
+    }
+    let got: Vec<Option<String>> = mget.query_as().await.unwrap();
+    assert_eq!(
+        got,
+        [
+            Some("f!".into()),
+            None,
+            Some("a!".into()),
+            Some("c!".into())
+        ]
+    );
+    let exists: i64 = client
+        .cmd("EXISTS")
+        .arg("a")
+        .arg("b")
+        .arg("missing")
+        .query_as()
+        .await
+        .unwrap();
+    assert_eq!(exists, 2);
+    let deleted: i64 = client
+        .cmd("DEL")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .arg("missing")
+        .query_as()
+        .await
+        .unwrap();
+    assert_eq!(deleted, 3);
+    for k in ["a", "b", "c"] {
+        assert_eq!(held(&cluster, k), Reply::Nil);
+    }
+    assert_eq!(held(&cluster, "d"), bulk("d!"));
+
+    // Keyless commands run on one primary.
+    assert_eq!(
+        client.cmd("PING").query().await.unwrap(),
+        Value::Status("PONG".into())
+    );
+
+    // A blocking command runs on its node's blocking pool.
+    let popper = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .cmd("BLPOP")
+                .arg("jobs")
+                .arg(5)
+                .query_as::<Option<Vec<String>>>()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client
+        .cmd("RPUSH")
+        .arg("jobs")
+        .arg("j1")
+        .query()
+        .await
+        .unwrap();
+    let popped = popper.await.unwrap().unwrap();
+    assert_eq!(popped, Some(vec!["jobs".into(), "j1".into()]));
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_in_migration_is_followed_through_ask_tryagain_and_moved() {
+    let cluster = Cluster::start();
+    let client = connect(&cluster).await;
+    let key = "{mig}:one";
+    let other = "{mig}:two";
+    let slot = cluster.key_slot(key);
+    let from = cluster.primary_for_slot(slot);
+    let to = (from + 1) % 3;
+    client.set(key, "1").await.unwrap();
+    client.set(other, "2").await.unwrap();
+
+    cluster.begin_migration(slot, from, to);
+    assert_eq!(
+        cluster.migrate_key(key, from, to),
+        Reply::Simple("OK".into())
+    );
+    // The key moved, the slot did not: the old owner answers ASK, and the
+    // client follows it with ASKING, without touching its map.
+    let got: Option<String> = client.get(key).await.unwrap();
+    assert_eq!(got.as_deref(), Some("1"));
+    let health = client.cluster_health().unwrap();
+    assert!(health.ask >= 1, "{health:?}");
+    assert_eq!(health.moved, 0, "{health:?}");
+    // Keys of one slot split over two nodes: TRYAGAIN until the migration
+    // ends; with a short deadline, the server's refusal is the answer.
+    let err = client
+        .cmd("MGET")
+        .arg(key)
+        .arg(other)
+        .timeout(Duration::from_millis(300))
+        .query()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Server(text) if text.starts_with("TRYAGAIN")),
+        "{err:?}"
+    );
+    // Retried within a longer deadline, it succeeds once the migration ends.
+    let mget = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .cmd("MGET")
+                .arg("{mig}:one")
+                .arg("{mig}:two")
+                .timeout(Duration::from_secs(5))
+                .query_as::<Vec<Option<String>>>()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        cluster.migrate_key(other, from, to),
+        Reply::Simple("OK".into())
+    );
+    cluster.finish_migration(slot, to);
+    let got = mget.await.unwrap().unwrap();
+    assert_eq!(got, [Some("1".into()), Some("2".into())]);
+    // Now the old owner says MOVED: followed, and the map patched.
+    client.set(key, "3").await.unwrap();
+    assert_eq!(cluster.command(to, &["GET", key]), bulk("3"));
+    client.shutdown().await;
+}
+
+/// Counts of what a writer saw.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: u64,
+    indeterminate: u64,
+    failed: Vec<String>,
+}
+
+/// A writer that SETs (resend-safe) and INCRs (not) keys of one slot until
+/// `stop`, recording every answer.
+async fn write_until(
+    client: Client,
+    stop: Instant,
+    set_key: &'static str,
+    incr_key: &'static str,
+) -> (Tally, Tally) {
+    let mut sets = Tally::default();
+    let mut incrs = Tally::default();
+    let mut i = 0u64;
+    // Bounded by `stop`.
+    while Instant::now() < stop {
+        i += 1;
+        match client.set(set_key, i.to_string()).await {
+            Ok(()) => sets.ok += 1,
+            Err(Error::Indeterminate { .. }) => sets.indeterminate += 1,
+            Err(e) => sets.failed.push(e.to_string()),
+        }
+        match client.cmd("INCR").arg(incr_key).query().await {
+            Ok(_) => incrs.ok += 1,
+            Err(Error::Indeterminate { .. }) => incrs.indeterminate += 1,
+            Err(e) => incrs.failed.push(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    (sets, incrs)
+}
+
+/// INCR's final value must be explained by the answers: every OK applied,
+/// every indeterminate maybe, nothing else.
+fn check_counter(cluster: &Cluster, key: &str, incrs: &Tally) {
+    let primary = cluster.primary_for_slot(cluster.key_slot(key));
+    let Reply::Bulk(value) = cluster.command(primary, &["GET", key]) else {
+        panic!("counter missing");
+    };
+    let value: u64 = String::from_utf8_lossy(&value).parse().unwrap();
+    assert!(
+        value >= incrs.ok && value <= incrs.ok + incrs.indeterminate,
+        "counter {value} not explained by {incrs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_costs_resend_safe_writes_nothing() {
+    let cluster = Arc::new(Cluster::start());
+    let client = connect(&cluster).await;
+    let slot = cluster.key_slot("{kill}");
+    let victim = cluster.primary_for_slot(slot);
+    let writer = tokio::spawn(write_until(
+        client.clone(),
+        Instant::now() + Duration::from_secs(6),
+        "{kill}:set",
+        "{kill}:incr",
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed_at = Instant::now();
+    cluster.kill_node(victim);
+    let promoted = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            cluster.wait_primary_changed(slot, victim, Duration::from_secs(10))
+        })
+        .await
+        .unwrap()
+    };
+    println!("promoted {promoted} after {:?}", killed_at.elapsed());
+    let (sets, incrs) = writer.await.unwrap();
+    println!("sets {sets:?}\nincrs {incrs:?}");
+    // SET is resend-safe and its 5 s deadline outlasts the failover: none
+    // fails, not even as indeterminate.
+    assert!(sets.failed.is_empty(), "{sets:?}");
+    assert_eq!(sets.indeterminate, 0, "{sets:?}");
+    assert!(sets.ok > 100, "{sets:?}");
+    // INCR is never resent: at most the one in flight is indeterminate.
+    assert!(incrs.failed.is_empty(), "{incrs:?}");
+    assert!(incrs.indeterminate <= 1, "{incrs:?}");
+    check_counter(&cluster, "{kill}:incr", &incrs);
+    let health = client.cluster_health().unwrap();
+    assert!(health.generation >= 2, "{health:?}");
+    client.shutdown().await;
+}
