@@ -418,9 +418,27 @@ impl Cluster {
                     let remaining = self
                         .tokio_at(deadline)
                         .saturating_duration_since(TokioInstant::now());
-                    let result = client
-                        .request_asking(bytes.clone(), class, Some(remaining), asking)
-                        .await;
+                    let request =
+                        client.request_asking(bytes.clone(), class, Some(remaining), asking);
+                    tokio::pin!(request);
+                    let result = if class.may_wait() {
+                        request.await
+                    } else {
+                        // A node that sits on a command may hang: the
+                        // router wants to know, and keeps waiting.
+                        let stall_after = self.router().config().stall_after;
+                        tokio::select! {
+                            result = &mut request => result,
+                            _ = tokio::time::sleep(stall_after) => {
+                                {
+                                    let mut router = self.router();
+                                    router.handle_node_stalled(self.now(), node);
+                                    self.publish(&router);
+                                }
+                                request.await
+                            }
+                        }
+                    };
                     let now = self.now();
                     let mut router = self.router();
                     changed.borrow_and_update();

@@ -328,3 +328,131 @@ async fn a_killed_primary_costs_resend_safe_writes_nothing() {
     assert!(health.generation >= 2, "{health:?}");
     client.shutdown().await;
 }
+
+/// The value a register of sequential SETs must hold: the last one
+/// acknowledged (no SET in these runs ends indeterminate).
+fn last_set(cluster: &Cluster, key: &str) -> u64 {
+    let Reply::Bulk(value) = held(cluster, key) else {
+        panic!("{key} missing");
+    };
+    String::from_utf8_lossy(&value).parse().unwrap()
+}
+
+/// Like `write_until`, remembering the last acknowledged SET value.
+async fn write_register(client: Client, stop: Instant, key: &'static str) -> (Tally, u64) {
+    let mut sets = Tally::default();
+    let mut last_ok = 0;
+    let mut i = 0u64;
+    // Bounded by `stop`.
+    while Instant::now() < stop {
+        i += 1;
+        match client.set(key, i.to_string()).await {
+            Ok(()) => {
+                sets.ok += 1;
+                last_ok = i;
+            }
+            Err(Error::Indeterminate { .. }) => sets.indeterminate += 1,
+            Err(e) => sets.failed.push(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    (sets, last_ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_primary_is_replaced_without_losing_acknowledged_writes() {
+    let cluster = Arc::new(Cluster::start());
+    let client = connect(&cluster).await;
+    let slot = cluster.key_slot("{hung}");
+    let victim = cluster.primary_for_slot(slot);
+    let stop = Instant::now() + Duration::from_secs(5);
+    let writer = tokio::spawn(write_until(client.clone(), stop, "{hung}:s", "{hung}:c"));
+    let register = tokio::spawn(write_register(client.clone(), stop, "{hung}:r"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // DEBUG SLEEP: no RST, no MOVED, the node just stops answering, then
+    // wakes (after its replica was promoted) and acknowledges what it read.
+    let paused_at = Instant::now();
+    {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.pause(victim, Duration::from_secs(4)))
+            .await
+            .unwrap();
+    }
+    let promoted = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            cluster.wait_primary_changed(slot, victim, Duration::from_secs(10))
+        })
+        .await
+        .unwrap()
+    };
+    println!(
+        "promoted {promoted} {:?} after the pause",
+        paused_at.elapsed()
+    );
+    let (sets, incrs) = writer.await.unwrap();
+    let (register, last_ok) = register.await.unwrap();
+    println!("sets {sets:?}\nincrs {incrs:?}\nregister {register:?} last {last_ok}");
+    // Let the old primary wake and rejoin as a replica.
+    {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.wait_all_online(Duration::from_secs(15)))
+            .await
+            .unwrap();
+    }
+    assert!(sets.failed.is_empty(), "{sets:?}");
+    assert_eq!(sets.indeterminate, 0, "{sets:?}");
+    assert!(incrs.failed.is_empty(), "{incrs:?}");
+    assert!(incrs.indeterminate <= 1, "{incrs:?}");
+    check_counter(&cluster, "{hung}:c", &incrs);
+    assert!(
+        register.failed.is_empty() && register.indeterminate == 0,
+        "{register:?}"
+    );
+    // Every acknowledged write survived the hung primary's return.
+    assert_eq!(last_set(&cluster, "{hung}:r"), last_ok);
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_failover_costs_nothing_and_moves_the_writes() {
+    let cluster = Arc::new(Cluster::start());
+    let client = connect(&cluster).await;
+    let slot = cluster.key_slot("{fo}");
+    let old = cluster.primary_for_slot(slot);
+    let replica = cluster.replicas_of(old)[0];
+    let stop = Instant::now() + Duration::from_secs(2);
+    let writer = tokio::spawn(write_until(client.clone(), stop, "{fo}:s", "{fo}:c"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.failover(replica))
+            .await
+            .unwrap();
+    }
+    let (sets, incrs) = writer.await.unwrap();
+    println!("sets {sets:?}\nincrs {incrs:?}");
+    // Writes pause, then MOVED: each is sent again to the new primary.
+    assert!(
+        sets.failed.is_empty() && sets.indeterminate == 0,
+        "{sets:?}"
+    );
+    assert!(
+        incrs.failed.is_empty() && incrs.indeterminate == 0,
+        "{incrs:?}"
+    );
+    assert_eq!(cluster.primary_for_slot(slot), replica);
+    let Reply::Bulk(value) = cluster.command(replica, &["GET", "{fo}:c"]) else {
+        panic!("counter missing")
+    };
+    assert_eq!(String::from_utf8_lossy(&value), incrs.ok.to_string());
+    let health = client.cluster_health().unwrap();
+    println!("{health:?}");
+    assert!(health.moved >= 1, "the switch was learned from a MOVED");
+    assert!(
+        health.moved <= 5,
+        "the map is patched at the first MOVED: {}",
+        health.moved
+    );
+    client.shutdown().await;
+}

@@ -82,6 +82,13 @@ pub struct ClusterConfig {
     pub views: u8,
     /// What a command does while no node serves its slot.
     pub offline: OfflinePolicy,
+    /// A command unanswered this long on a node (not a blocking one) makes
+    /// the router suspect the node hangs: a primary stuck in a long script
+    /// or `DEBUG SLEEP`, or behind a silent partition, sends no MOVED and
+    /// may be replaced by its replica long before its connection's ping
+    /// timeout. The map is then refreshed every interval until the node
+    /// answers again or is replaced.
+    pub stall_after: Duration,
     /// Seed of the jitter generator (set it from the OS in an adapter; fix
     /// it in tests).
     pub seed: u64,
@@ -98,6 +105,7 @@ impl Default for ClusterConfig {
             periodic_refresh: Duration::from_secs(60),
             views: 3,
             offline: OfflinePolicy::Fallback,
+            stall_after: Duration::from_secs(1),
             seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -234,6 +242,9 @@ struct NodeState {
     role: Option<Role>,
     /// Given at construction: asked for the map until one is known.
     seed: bool,
+    /// A command has waited `stall_after` on it, and it has not answered
+    /// anything since.
+    stalled: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,12 +378,14 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
         self.map_nodes.get(usize::from(at)).copied()
     }
 
-    /// A slot's primary is in the map but its connection is not Ready.
+    /// A slot's primary is in the map but its connection is not Ready, or
+    /// it seems to hang.
     pub fn degraded(&self) -> bool {
         self.map.ranges().iter().any(|r| {
             self.map_nodes
                 .get(usize::from(r.primary))
-                .is_none_or(|id| !self.is_ready(*id))
+                .and_then(|id| self.nodes.get(usize::from(id.0)))
+                .is_none_or(|n| !n.ready || n.stalled)
         })
     }
 
@@ -433,10 +446,11 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
         attempt: &mut Attempt,
         cluster: Option<ClusterReply<'_>>,
     ) -> Step {
+        let from = attempt.node;
+        self.answered(from);
         let Some(reply) = cluster else {
             return Step::Answer;
         };
-        let from = attempt.node;
         match reply {
             ClusterReply::Moved { slot, host, port } => {
                 self.stats.moved += 1;
@@ -531,6 +545,19 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
     }
 
     // ----- nodes and refreshes --------------------------------------------
+
+    /// A command has been outstanding on `node` for `stall_after` (the
+    /// adapter's timer; not for blocking commands, which may wait): the
+    /// node may hang, so ask the others who serves its slots.
+    pub fn handle_node_stalled(&mut self, now: Instant, node: NodeId) {
+        let Some(n) = self.nodes.get_mut(usize::from(node.0)) else {
+            return;
+        };
+        if !n.stalled {
+            n.stalled = true;
+            self.want_refresh(now);
+        }
+    }
 
     /// A node's connection entered or left Ready. Leaving it asks for a
     /// refresh at once (within the interval): a hung or killed primary says
@@ -673,6 +700,13 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
         }
     }
 
+    /// A node answered: it does not hang.
+    fn answered(&mut self, node: Option<NodeId>) {
+        if let Some(n) = node.and_then(|n| self.nodes.get_mut(usize::from(n.0))) {
+            n.stalled = false;
+        }
+    }
+
     fn send(&mut self, attempt: &mut Attempt, node: NodeId, asking: bool) -> Step {
         attempt.node = Some(node);
         Step::Send { node, asking }
@@ -770,6 +804,7 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             reason: None,
             role: None,
             seed: false,
+            stalled: false,
         };
         if self.nodes.len() < NODES {
             let _ = self.nodes.push(state);

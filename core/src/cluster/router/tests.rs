@@ -518,3 +518,44 @@ fn a_shards_refusal_switches_to_slots() {
     assert_eq!(r.poll_refresh(ms(0)).unwrap().command, MapCommand::Slots);
     let _ = String::new();
 }
+
+#[test]
+fn a_node_that_stops_answering_is_refreshed_away_before_its_ping_timeout() {
+    let mut r = ready_router(ClusterConfig::default());
+    let hung = r.node_id("127.0.0.1", 7001).unwrap();
+    let (mut a, _) = r.begin(ms(1_000), CLASS_SET, SlotsOf::One(100), ms(6_000));
+    assert!(!r.degraded());
+    // No reply for `stall_after`: the adapter says so.
+    r.handle_node_stalled(ms(2_000), hung);
+    assert!(r.degraded(), "a hung primary degrades the map");
+    let ask = r.poll_refresh(ms(2_000)).expect("refresh at once");
+    assert!(!ask.nodes.is_empty());
+    // The others still name it until its replica is promoted: asked again.
+    let before = three();
+    assert_eq!(
+        r.handle_refresh(ms(2_001), &[&before]),
+        Refreshed::Unchanged
+    );
+    let next = r.poll_timeout().unwrap();
+    assert!(next <= ms(2_151), "{next:?}");
+    r.poll_refresh(next).unwrap();
+    let after = map(&[(0, 5460, 7101), (5461, 10922, 7002), (10923, 16383, 7003)]);
+    assert!(matches!(
+        r.handle_refresh(next, &[&after]),
+        Refreshed::Changed { .. }
+    ));
+    // Replaced: its connection is closed, and what was in flight there
+    // comes back; a resend-safe SET goes to the promoted node.
+    assert!(!r.wanted(hung));
+    let lost = Outcome::Indeterminate(IndeterminateCause::ConnectionLost(
+        DisconnectReason::Shutdown,
+    ));
+    let step = r.on_outcome(next, &mut a, lost);
+    assert_eq!(send_port(&r, step), (7101, false));
+    // A node that answers is no longer suspected.
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(1_000), CLASS_SET, SlotsOf::One(100), ms(6_000));
+    r.handle_node_stalled(ms(2_000), hung);
+    assert_eq!(r.on_reply(ms(2_500), &mut a, None), Step::Answer);
+    assert!(!r.degraded());
+}
