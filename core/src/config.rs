@@ -151,6 +151,9 @@ pub struct Config {
     pub protocol: Protocol,
     /// Sent with CLIENT SETNAME; empty means none.
     pub client_name: String<CLIENT_NAME_CAP>,
+    /// Send `READONLY` in the handshake: a connection to a cluster replica
+    /// that serves reads (a cluster router sets it; off for one node).
+    pub readonly: bool,
     /// TCP connect (the seed's `connectTimeout: 30000`).
     pub connect_timeout: Duration,
     /// TLS handshake, once TCP is up.
@@ -215,6 +218,7 @@ impl Default for Config {
             db: 0,
             protocol: Protocol::Resp3,
             client_name: String::new(),
+            readonly: false,
             connect_timeout: Duration::from_secs(30),
             tls_timeout: Duration::from_secs(10),
             tls_silence_timeout: None,

@@ -209,6 +209,8 @@ impl Cluster {
             .push_str(&host)
             .map_err(|_| Error::NoRoute { slot: None })?;
         options.config.port = port;
+        // A replica serves reads only after READONLY; harmless on a primary.
+        options.config.readonly = self.template.cluster_config.replica_reads;
         let client = Client::with_options(options)?;
         let client = {
             let mut nodes = self.node_map();

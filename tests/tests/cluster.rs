@@ -170,7 +170,54 @@ async fn commands_go_to_the_node_of_their_slot_and_multi_key_ones_split() {
         .unwrap();
     let popped = popper.await.unwrap().unwrap();
     assert_eq!(popped, Some(vec!["jobs".into(), "j1".into()]));
+    // Replica reads (opt-in): GETs go to the key's replica, writes never.
+    let readers = Client::with_options(
+        resilis::Options::from_url(&cluster.seed_url())
+            .unwrap()
+            .replica_reads(true),
+    )
+    .unwrap();
+    readers.wait_ready(Duration::from_secs(10)).await.unwrap();
+    // Ready means the primaries are; wait (bounded) for the replicas too.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let health = readers.cluster_health().unwrap();
+        let ready = health
+            .nodes
+            .iter()
+            .filter(|n| n.role == "replica" && n.health.healthy);
+        if ready.count() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let primary = cluster.primary_for_slot(cluster.key_slot("d"));
+    let replica = cluster.replicas_of(primary)[0];
+    let gets_before = get_calls(&cluster, replica);
+    for _ in 0..20 {
+        let got: Option<String> = readers.get("d").await.unwrap();
+        assert_eq!(got.as_deref(), Some("d!"));
+    }
+    assert!(
+        get_calls(&cluster, replica) >= gets_before + 20,
+        "the replica served the reads"
+    );
+    readers.set("d", "d2").await.unwrap();
+    assert_eq!(held(&cluster, "d"), bulk("d2"));
+    readers.shutdown().await;
     client.shutdown().await;
+}
+
+/// `cmdstat_get` calls on a node.
+fn get_calls(cluster: &Cluster, node: usize) -> u64 {
+    let Reply::Bulk(info) = cluster.command(node, &["INFO", "commandstats"]) else {
+        panic!("INFO answers a bulk string")
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

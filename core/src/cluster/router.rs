@@ -82,6 +82,11 @@ pub struct ClusterConfig {
     pub views: u8,
     /// What a command does while no node serves its slot.
     pub offline: OfflinePolicy,
+    /// Send read-only commands to a Ready replica of their slot's shard
+    /// (whose connection sends `READONLY`), spreading reads over replicas.
+    /// Off by default: a replica lags its primary, so a read there may not
+    /// see a write this client just made (no read-your-writes).
+    pub replica_reads: bool,
     /// A command unanswered this long on a node (not a blocking one) makes
     /// the router suspect the node hangs: a primary stuck in a long script
     /// or `DEBUG SLEEP`, or behind a silent partition, sends no MOVED and
@@ -105,6 +110,7 @@ impl Default for ClusterConfig {
             periodic_refresh: Duration::from_secs(60),
             views: 3,
             offline: OfflinePolicy::Fallback,
+            replica_reads: false,
             stall_after: Duration::from_secs(1),
             seed: 0x9e37_79b9_7f4a_7c15,
         }
@@ -364,7 +370,9 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
     /// would otherwise acknowledge writes the cluster then drops).
     pub fn wanted(&self, node: NodeId) -> bool {
         self.nodes.get(usize::from(node.0)).is_some_and(|n| {
-            n.role == Some(Role::Primary) || (n.seed && self.map.ranges().is_empty())
+            n.role == Some(Role::Primary)
+                || (self.config.replica_reads && n.role == Some(Role::Replica))
+                || (n.seed && self.map.ranges().is_empty())
         })
     }
 
@@ -671,6 +679,11 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             Some(slot) if !self.map.ranges().is_empty() => self.primary_for(slot),
             _ => self.any_primary(),
         };
+        if let (true, Some(primary)) = (self.reads_replicas(attempt), target)
+            && let Some(replica) = self.ready_replica_of(primary)
+        {
+            return self.send(attempt, replica, false);
+        }
         match target {
             Some(node) if self.is_ready(node) => return self.send(attempt, node, false),
             // A node never tried yet (a new primary, a seed): the adapter
@@ -705,6 +718,29 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
         if let Some(n) = node.and_then(|n| self.nodes.get_mut(usize::from(n.0))) {
             n.stalled = false;
         }
+    }
+
+    fn reads_replicas(&self, attempt: &Attempt) -> bool {
+        self.config.replica_reads
+            && attempt.slot.is_some()
+            && attempt.class.read_only()
+            && !attempt.class.may_wait()
+            && attempt.redirects == 0
+    }
+
+    /// A Ready replica of the primary `node`, in turn.
+    fn ready_replica_of(&mut self, primary: NodeId) -> Option<NodeId> {
+        let at = self.map_nodes.iter().position(|&m| m == primary)?;
+        let count = self.map.replicas_of(at as u16).count();
+        if count == 0 {
+            return None;
+        }
+        self.rotate = self.rotate.wrapping_add(1);
+        let start = usize::from(self.rotate) % count;
+        (0..count)
+            .filter_map(|i| self.map.replicas_of(at as u16).nth((start + i) % count))
+            .filter_map(|r| self.map_nodes.get(usize::from(r)).copied())
+            .find(|&id| self.is_ready(id))
     }
 
     fn send(&mut self, attempt: &mut Attempt, node: NodeId, asking: bool) -> Step {

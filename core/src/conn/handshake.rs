@@ -17,6 +17,8 @@ pub enum HandshakeStep {
     Auth,
     SetName,
     Select,
+    /// Cluster replica reads (`Config::readonly`).
+    ReadOnly,
     Ping,
 }
 
@@ -42,6 +44,7 @@ pub(crate) fn next_step(step: HandshakeStep, config: &Config) -> Option<Handshak
         HandshakeStep::Auth,
         HandshakeStep::SetName,
         HandshakeStep::Select,
+        HandshakeStep::ReadOnly,
         HandshakeStep::Ping,
     ];
     let after = order
@@ -62,6 +65,7 @@ fn needed(step: HandshakeStep, config: &Config) -> bool {
         HandshakeStep::Auth => !config.password.is_empty(),
         HandshakeStep::SetName => !config.client_name.is_empty(),
         HandshakeStep::Select => config.db != 0,
+        HandshakeStep::ReadOnly => config.readonly,
         HandshakeStep::Ping => true,
     }
 }
@@ -90,6 +94,7 @@ pub(crate) fn encode_step(
         }
         HandshakeStep::SetName => encode::client_setname(buf, config.client_name.as_bytes()),
         HandshakeStep::Select => encode::select(buf, config.db),
+        HandshakeStep::ReadOnly => encode::encode_args(buf, &[b"READONLY"]),
         HandshakeStep::Ping => encode::ping(buf),
     }
 }
@@ -180,6 +185,15 @@ mod tests {
             Some(HandshakeStep::Ping)
         );
         assert_eq!(next_step(HandshakeStep::Ping, &c), None);
+        c.readonly = true;
+        assert_eq!(
+            next_step(HandshakeStep::Select, &c),
+            Some(HandshakeStep::ReadOnly)
+        );
+        assert_eq!(
+            next_step(HandshakeStep::ReadOnly, &c),
+            Some(HandshakeStep::Ping)
+        );
     }
 
     #[test]

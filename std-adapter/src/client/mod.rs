@@ -176,6 +176,14 @@ impl Options {
         }
     }
 
+    /// Cluster mode: send read-only commands to replicas (see
+    /// [`ClusterConfig::replica_reads`]; a read there may not see this
+    /// client's latest write).
+    pub fn replica_reads(mut self, on: bool) -> Self {
+        self.cluster_config.replica_reads = on;
+        self
+    }
+
     /// Cluster mode, with these seed nodes besides `config`'s host and port
     /// (any reachable node of the cluster will do; several survive one being
     /// down). Auth, TLS and timeouts apply to every node.

@@ -559,3 +559,41 @@ fn a_node_that_stops_answering_is_refreshed_away_before_its_ping_timeout() {
     assert_eq!(r.on_reply(ms(2_500), &mut a, None), Step::Answer);
     assert!(!r.degraded());
 }
+
+#[test]
+fn replica_reads_go_to_a_ready_replica_and_writes_never_do() {
+    let config = ClusterConfig {
+        replica_reads: true,
+        ..ClusterConfig::default()
+    };
+    let mut r = ready_router(config);
+    let replica = r.node_id("127.0.0.1", 7101).unwrap();
+    assert!(r.wanted(replica), "replica connections are kept");
+    // Not Ready yet: the read goes to the primary.
+    let (_, step) = r.begin(ms(2), Class::READ, SlotsOf::One(100), ms(5_000));
+    assert_eq!(send_port(&r, step), (7001, false));
+    r.handle_node_phase(ms(3), replica, true, None);
+    let (_, step) = r.begin(ms(4), Class::READ, SlotsOf::One(100), ms(5_000));
+    assert_eq!(send_port(&r, step), (7101, false));
+    let (_, step) = r.begin(ms(4), CLASS_SET, SlotsOf::One(100), ms(5_000));
+    assert_eq!(send_port(&r, step), (7001, false));
+    // A read the replica redirects goes to the primary from then on.
+    let (mut a, _) = r.begin(ms(5), Class::READ, SlotsOf::One(100), ms(5_000));
+    let step = r.on_reply(
+        ms(5),
+        &mut a,
+        Some(ClusterReply::Moved {
+            slot: 100,
+            host: "127.0.0.1",
+            port: 7001,
+        }),
+    );
+    assert_eq!(send_port(&r, step), (7001, false));
+    // Off by default.
+    let mut r = ready_router(ClusterConfig::default());
+    assert!(!r.wanted(r.node_id("127.0.0.1", 7101).unwrap()));
+    let replica = r.node_id("127.0.0.1", 7101).unwrap();
+    r.handle_node_phase(ms(3), replica, true, None);
+    let (_, step) = r.begin(ms(4), Class::READ, SlotsOf::One(100), ms(5_000));
+    assert_eq!(send_port(&r, step), (7001, false));
+}
