@@ -197,6 +197,9 @@ impl fmt::Display for Error {
                     f,
                     "connection lost after the command was sent: it may have been applied ({reason})"
                 ),
+                IndeterminateCause::NodeReplaced => f.write_str(
+                    "acknowledged by a cluster primary that had hung and was replaced by its replica meanwhile: the write may have been lost",
+                ),
                 IndeterminateCause::Cancelled => f.write_str(
                     "the caller gave up after the command was sent: it may have been applied",
                 ),

@@ -136,6 +136,10 @@ pub struct Attempt {
     maybe_applied: bool,
     /// Why its slot's node was last unavailable.
     reason: Option<DisconnectReason>,
+    /// A write acknowledged by a node suspected of hanging, at this instant:
+    /// the answer waits for a map read after it to confirm the node still
+    /// serves the slot.
+    confirm: Option<(NodeId, Instant)>,
 }
 
 impl Attempt {
@@ -275,6 +279,8 @@ pub struct ClusterRouter<const NODES: usize, const RANGES: usize> {
     /// A refresh is wanted, at or after this instant.
     refresh_due: Option<Instant>,
     last_refresh: Option<Instant>,
+    /// When a refresh last settled on a map (taken, or agreed unchanged).
+    last_map_read: Option<Instant>,
     next_periodic: Option<Instant>,
     command: MapCommand,
     rng: u64,
@@ -297,6 +303,7 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             refresh: RefreshState::Idle,
             refresh_due: Some(Instant::ZERO),
             last_refresh: None,
+            last_map_read: None,
             next_periodic: None,
             command: MapCommand::Shards,
             rng: config.seed | 1,
@@ -428,6 +435,7 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             waits: 0,
             maybe_applied: false,
             reason: None,
+            confirm: None,
         };
         let step = match slots {
             SlotsOf::Cross { first, other } => Step::Fail(Failure::CrossSlot { first, other }),
@@ -455,8 +463,22 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
         cluster: Option<ClusterReply<'_>>,
     ) -> Step {
         let from = attempt.node;
+        let suspect = from
+            .and_then(|n| self.nodes.get(usize::from(n.0)))
+            .is_some_and(|n| n.stalled);
         self.answered(from);
         let Some(reply) = cluster else {
+            // A hung primary that wakes up acknowledges what it read before
+            // it learns that its replica replaced it; the cluster then drops
+            // those writes. Such an OK is only an OK once a map read after
+            // it shows the node still serves the slot.
+            if suspect && !attempt.class.read_only() && attempt.slot.is_some() {
+                attempt.confirm = from.map(|n| (n, now));
+                self.want_refresh(now);
+                return Step::Wait {
+                    until: attempt.deadline,
+                };
+            }
             return Step::Answer;
         };
         match reply {
@@ -659,6 +681,11 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
                 }
             }
         };
+        if matches!(result, Refreshed::Changed { .. } | Refreshed::Unchanged) {
+            self.last_map_read = Some(now);
+            // Writes waiting for a confirmation look at it.
+            self.changes += 1;
+        }
         if !matches!(result, Refreshed::Changed { .. } | Refreshed::Unchanged) || self.degraded() {
             self.want_refresh(now);
         }
@@ -671,6 +698,9 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
     /// that node is Ready; otherwise it waits for one (or the policy says
     /// fail, or answer from the cache), never past its deadline.
     fn route(&mut self, now: Instant, attempt: &mut Attempt) -> Step {
+        if let Some((node, since)) = attempt.confirm {
+            return self.confirm(now, attempt, node, since);
+        }
         if now >= attempt.deadline {
             return self.expire(attempt);
         }
@@ -741,6 +771,44 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             .filter_map(|i| self.map.replicas_of(at as u16).nth((start + i) % count))
             .filter_map(|r| self.map_nodes.get(usize::from(r)).copied())
             .find(|&id| self.is_ready(id))
+    }
+
+    /// A write a suspected node acknowledged: an answer once a map read
+    /// after the reply shows the node still serves the slot; indeterminate
+    /// if it does not (or nothing confirms it before the deadline).
+    fn confirm(
+        &mut self,
+        now: Instant,
+        attempt: &mut Attempt,
+        node: NodeId,
+        since: Instant,
+    ) -> Step {
+        if self.last_map_read.is_some_and(|read| read > since) {
+            attempt.confirm = None;
+            let still = attempt.slot.and_then(|s| self.primary_for(s)) == Some(node);
+            if still {
+                return Step::Answer;
+            }
+            if attempt.class.resend_safe() {
+                // Writing it again leaves the same data: to the new primary.
+                self.stats.rerouted_after_loss += 1;
+                attempt.maybe_applied = true;
+                return self.route(now, attempt);
+            }
+            return Step::Fail(Failure::Outcome(Outcome::Indeterminate(
+                IndeterminateCause::NodeReplaced,
+            )));
+        }
+        if now >= attempt.deadline {
+            attempt.confirm = None;
+            return Step::Fail(Failure::Outcome(Outcome::Indeterminate(
+                IndeterminateCause::TimedOut,
+            )));
+        }
+        self.want_refresh(now);
+        Step::Wait {
+            until: attempt.deadline,
+        }
     }
 
     fn send(&mut self, attempt: &mut Attempt, node: NodeId, asking: bool) -> Step {
@@ -926,10 +994,12 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
         }
         let start = (self.next_random() % len as u64) as usize;
         let order = |i: usize| (start + i) % len;
+        // A node suspected of hanging is asked last: its answer would come
+        // late, and from a view that may be stale.
         let tiers: [&dyn Fn(&NodeState) -> bool; 4] = [
-            &|n| n.ready && n.role == Some(Role::Primary),
-            &|n| n.ready,
-            &|n| n.reason.is_none(),
+            &|n| n.ready && !n.stalled && n.role == Some(Role::Primary),
+            &|n| n.ready && !n.stalled,
+            &|n| n.reason.is_none() && !n.stalled,
             &|_| true,
         ];
         for tier in tiers {

@@ -62,6 +62,10 @@ pub enum IndeterminateCause {
     ConnectionLost(DisconnectReason),
     /// Written, then its caller withdrew it; its reply is discarded.
     Cancelled,
+    /// Acknowledged by a cluster primary that had stopped answering and was
+    /// replaced by its replica meanwhile: the node may have applied it and
+    /// then dropped it when it rejoined as a replica.
+    NodeReplaced,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -556,7 +556,10 @@ fn a_node_that_stops_answering_is_refreshed_away_before_its_ping_timeout() {
     let mut r = ready_router(ClusterConfig::default());
     let (mut a, _) = r.begin(ms(1_000), CLASS_SET, SlotsOf::One(100), ms(6_000));
     r.handle_node_stalled(ms(2_000), hung);
-    assert_eq!(r.on_reply(ms(2_500), &mut a, None), Step::Answer);
+    assert!(matches!(
+        r.on_reply(ms(2_500), &mut a, None),
+        Step::Wait { .. }
+    ));
     assert!(!r.degraded());
 }
 
@@ -596,4 +599,62 @@ fn replica_reads_go_to_a_ready_replica_and_writes_never_do() {
     r.handle_node_phase(ms(3), replica, true, None);
     let (_, step) = r.begin(ms(4), Class::READ, SlotsOf::One(100), ms(5_000));
     assert_eq!(send_port(&r, step), (7001, false));
+}
+
+#[test]
+fn a_write_acknowledged_by_a_hung_node_waits_for_the_map_to_confirm_it() {
+    let mut r = ready_router(ClusterConfig::default());
+    let hung = r.node_id("127.0.0.1", 7001).unwrap();
+    let (mut a, _) = r.begin(ms(1_000), CLASS_INCR, SlotsOf::One(100), ms(6_000));
+    r.handle_node_stalled(ms(2_000), hung);
+    let ask = r.poll_refresh(ms(2_000)).unwrap();
+    assert!(!ask.nodes.contains(&hung), "a hung node is not asked first");
+    // It wakes and acknowledges: not an answer yet.
+    let step = r.on_reply(ms(3_000), &mut a, None);
+    assert_eq!(step, Step::Wait { until: ms(6_000) });
+    // The map read that settled before the reply does not count.
+    let before = three();
+    r.handle_refresh(ms(2_500), &[&before]);
+    assert_eq!(r.resume(ms(3_000), &mut a), Step::Wait { until: ms(6_000) });
+    // A map read after it: the node was replaced, the write may be lost.
+    let at = r.poll_timeout().unwrap().max(ms(3_001));
+    r.poll_refresh(at).unwrap();
+    let after = map(&[(0, 5460, 7101), (5461, 10922, 7002), (10923, 16383, 7003)]);
+    let changes = r.changes();
+    r.handle_refresh(at, &[&after, &after]);
+    assert!(r.changes() > changes);
+    assert_eq!(
+        r.resume(at, &mut a),
+        Step::Fail(Failure::Outcome(Outcome::Indeterminate(
+            IndeterminateCause::NodeReplaced
+        )))
+    );
+    // A resend-safe write goes to the new primary instead.
+    let mut r2 = ready_router(ClusterConfig::default());
+    let (mut w, _) = r2.begin(ms(1_000), CLASS_SET, SlotsOf::One(100), ms(6_000));
+    r2.handle_node_stalled(ms(2_000), hung);
+    assert!(matches!(
+        r2.on_reply(ms(3_000), &mut w, None),
+        Step::Wait { .. }
+    ));
+    r2.poll_refresh(ms(3_001)).unwrap();
+    r2.handle_refresh(ms(3_001), &[&after]);
+    let step = r2.resume(ms(3_001), &mut w);
+    assert_eq!(send_port(&r2, step), (7101, false));
+    // Still the primary after it woke: the OK stands.
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(1_000), CLASS_INCR, SlotsOf::One(100), ms(6_000));
+    r.handle_node_stalled(ms(2_000), hung);
+    assert!(matches!(
+        r.on_reply(ms(2_100), &mut a, None),
+        Step::Wait { .. }
+    ));
+    let at = r.poll_timeout().unwrap().max(ms(2_101));
+    r.poll_refresh(at).unwrap();
+    assert_eq!(r.handle_refresh(at, &[&before]), Refreshed::Unchanged);
+    assert_eq!(r.resume(at, &mut a), Step::Answer);
+    // Reads need no confirmation.
+    let (mut g, _) = r.begin(ms(3_000), Class::READ, SlotsOf::One(100), ms(6_000));
+    r.handle_node_stalled(ms(4_000), hung);
+    assert_eq!(r.on_reply(ms(4_100), &mut g, None), Step::Answer);
 }
