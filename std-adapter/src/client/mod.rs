@@ -112,7 +112,12 @@ impl Options {
     /// `REDIS_TLS_*` setting on a connection without TLS is refused (see
     /// [`TlsOptions::check_tls_on`]).
     pub fn from_env() -> Result<Options, Error> {
-        let env = |name: &str| std::env::var(name).ok();
+        Options::from_lookup(|name: &str| std::env::var(name).ok())
+    }
+
+    /// [`Options::from_env`] over any source of variables.
+    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Options, Error> {
+        let env = &env;
         let config = Config::from_env(env)?;
         let tls = TlsOptions::from_lookup(env)?;
         tls.check_tls_on(config.tls)?;
