@@ -917,10 +917,11 @@ impl Cluster {
                     let map = router.topology();
                     ClusterEvent::TopologyChanged {
                         generation,
-                        primaries: map
-                            .nodes()
-                            .iter()
-                            .filter(|n| n.role == Role::Primary)
+                        // Primaries that serve slots (a failed-over dead
+                        // primary stays listed, serving nothing).
+                        primaries: router
+                            .node_ids()
+                            .filter(|&n| router.role(n) == Some(Role::Primary))
                             .count(),
                         nodes: map.nodes().len(),
                         all_slots_served: map.covers_all(),

@@ -282,6 +282,28 @@ async fn a_slot_in_migration_is_followed_through_ask_tryagain_and_moved() {
     // Now the old owner says MOVED: followed, and the map patched.
     client.set(key, "3").await.unwrap();
     assert_eq!(cluster.command(to, &["GET", key]), bulk("3"));
+
+    // The whole cluster gone: a GET is answered by the fallback cache, marked
+    // as such; a write fails, not applied.
+    for i in 0..cluster.nodes().len() {
+        cluster.kill_node(i);
+    }
+    let got = client
+        .get_with_source::<String>(key)
+        .await
+        .expect("answered from the cache");
+    assert_eq!(got.value.as_deref(), Some("3"));
+    assert_eq!(got.source, resilis::Source::Fallback);
+    let err = client
+        .cmd("SET")
+        .arg(key)
+        .arg("4")
+        .timeout(Duration::from_millis(500))
+        .query()
+        .await
+        .unwrap_err();
+    assert!(err.is_not_applied(), "{err:?}");
+    assert!(!client.health().healthy);
     client.shutdown().await;
 }
 
@@ -349,6 +371,7 @@ async fn a_killed_primary_costs_resend_safe_writes_nothing() {
         "{kill}:incr",
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut events = client.cluster_events().expect("cluster mode");
     let killed_at = Instant::now();
     cluster.kill_node(victim);
     let promoted = {
@@ -373,6 +396,31 @@ async fn a_killed_primary_costs_resend_safe_writes_nothing() {
     check_counter(&cluster, "{kill}:incr", &incrs);
     let health = client.cluster_health().unwrap();
     assert!(health.generation >= 2, "{health:?}");
+    let victim_node = format!("127.0.0.1:{}", cluster.node(victim).port());
+    let promoted_node = format!("127.0.0.1:{}", cluster.node(promoted).port());
+    let (mut down, mut changed) = (false, false);
+    while let Ok(event) = events.try_recv() {
+        match event {
+            resilis::ClusterEvent::NodeDown { node, .. } if node == victim_node => down = true,
+            resilis::ClusterEvent::TopologyChanged { primaries: 3, .. } => changed = true,
+            _ => {}
+        }
+    }
+    assert!(
+        down && changed,
+        "node down {down}, topology changed {changed}"
+    );
+    assert!(
+        health
+            .nodes
+            .iter()
+            .any(|n| n.node == promoted_node && n.role == "primary" && n.health.healthy),
+        "{health:?}"
+    );
+    assert!(
+        health.nodes.iter().all(|n| n.node != victim_node),
+        "{health:?}"
+    );
     client.shutdown().await;
 }
 
