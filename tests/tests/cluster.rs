@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use resilis::{Client, Error, Value};
+use resilis_tests::linearizable;
 use resilis_tests::{Cluster, Reply};
 
 fn bulk(s: &str) -> Reply {
@@ -550,4 +551,154 @@ async fn a_manual_failover_costs_nothing_and_moves_the_writes() {
         health.moved
     );
     client.shutdown().await;
+}
+
+/// Random-enough numbers for a workload, without a dependency.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// SET / GET / INCR / DEL on `keys` until `stop`, each call recorded with
+/// its start, end and what the client said.
+async fn history_workload(
+    client: Client,
+    who: &'static str,
+    mut seed: u64,
+    keys: &'static [&'static str],
+    stop: Instant,
+) -> Vec<(String, linearizable::Call)> {
+    use linearizable::{Answer, Call, Op, Outcome};
+    fn outcome<T>(r: Result<T, Error>, ok: impl FnOnce(T) -> Answer) -> Outcome {
+        match r {
+            Ok(v) => Outcome::Ok(ok(v)),
+            Err(Error::Indeterminate { .. }) => Outcome::Indeterminate,
+            Err(Error::Server(_)) => Outcome::Ok(Answer::Rejected),
+            Err(e) if e.is_not_applied() => Outcome::NotApplied,
+            Err(e) => panic!("unexpected error: {e:?}"),
+        }
+    }
+    let mut history = Vec::new();
+    let mut n = 0u64;
+    // Bounded by `stop`.
+    while Instant::now() < stop {
+        n += 1;
+        let key = keys[(next(&mut seed) % keys.len() as u64) as usize];
+        let kind = next(&mut seed) % 100;
+        let start = Instant::now();
+        let (op, outcome) = if kind < 40 {
+            let value = format!("{who}{n}");
+            let r = client.set(key, &value).await;
+            (Op::Set(value), outcome(r, |()| Answer::Done))
+        } else if kind < 70 {
+            let r = client.get_with_source::<String>(key).await;
+            // No fallback answer is expected: the cluster is never all down.
+            if let Ok(s) = &r {
+                assert_eq!(s.source, resilis::Source::Redis);
+            }
+            (Op::Get, outcome(r, |s| Answer::Value(s.value)))
+        } else if kind < 90 {
+            let r = client.incr(key).await;
+            (Op::Incr, outcome(r, Answer::Int))
+        } else {
+            let r = client.del(key).await;
+            (Op::Del, outcome(r, Answer::Int))
+        };
+        let end = match outcome {
+            Outcome::Indeterminate => None,
+            _ => Some(Instant::now()),
+        };
+        history.push((
+            key.to_owned(),
+            Call {
+                who,
+                start,
+                end,
+                op,
+                outcome,
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(15 + next(&mut seed) % 25)).await;
+    }
+    history
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_across_a_primary_kill_are_linearizable() {
+    // Two keys on the shard that loses its primary, one elsewhere.
+    static KEYS: &[&str] = &["{lin}:a", "{lin}:b", "{other}:c"];
+    let cluster = Arc::new(Cluster::start());
+    let slot = cluster.key_slot("{lin}");
+    assert_ne!(
+        cluster.primary_for_slot(slot),
+        cluster.primary_for_slot(cluster.key_slot("{other}")),
+        "the keys are on two shards"
+    );
+    let a = connect(&cluster).await;
+    let b = connect(&cluster).await;
+    let stop = Instant::now() + Duration::from_secs(4);
+    let wa = tokio::spawn(history_workload(
+        a.clone(),
+        "A",
+        0x2545_f491_4f6c_dd1d,
+        KEYS,
+        stop,
+    ));
+    let wb = tokio::spawn(history_workload(
+        b.clone(),
+        "B",
+        0x9e37_79b9_7f4a_7c15,
+        KEYS,
+        stop,
+    ));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let victim = cluster.primary_for_slot(slot);
+    cluster.kill_node(victim);
+    let mut history = wa.await.unwrap();
+    history.extend(wb.await.unwrap());
+    {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            cluster.wait_primary_changed(slot, victim, Duration::from_secs(10))
+        })
+        .await
+        .unwrap();
+    }
+    let per_key = linearizable::by_key(history);
+    for key in KEYS {
+        let calls = per_key.get(*key).cloned().unwrap_or_default();
+        assert!(calls.len() >= 20, "{key}: only {} calls", calls.len());
+        assert!(
+            calls.len() <= linearizable::MAX_OPS,
+            "{key}: {} calls",
+            calls.len()
+        );
+        let final_value = match held(&cluster, key) {
+            Reply::Bulk(v) => Some(String::from_utf8_lossy(&v).into_owned()),
+            Reply::Nil => None,
+            other => panic!("{key}: {other:?}"),
+        };
+        let verdict = linearizable::check(&calls, None, final_value.as_deref());
+        let indeterminate = calls
+            .iter()
+            .filter(|c| c.outcome == linearizable::Outcome::Indeterminate)
+            .count();
+        println!(
+            "{key}: {} calls, {indeterminate} indeterminate, {verdict:?}",
+            calls.len()
+        );
+        assert!(
+            verdict.is_linearizable(),
+            "{key}: {verdict:?}\n{}",
+            calls
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }
