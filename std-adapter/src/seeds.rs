@@ -41,7 +41,10 @@ pub(crate) fn split_url(url: &str) -> Result<(String, Option<Seeds>), Error> {
 pub(crate) fn parse_list(field: &'static str, list: &str) -> Result<Seeds, Error> {
     let mut seeds = Vec::new();
     for entry in list.split(',').map(str::trim).take(MAX_SEEDS) {
-        let config = Config::from_url(&format!("redis://{entry}")).map_err(|mut e| {
+        // Parsed as the host part of a URL with a user (`seed@`), so that an
+        // error quotes the entry instead of withholding it as a password
+        // whose `@host` was forgotten: an entry here is only ever an address.
+        let config = Config::from_url(&format!("redis://seed@{entry}")).map_err(|mut e| {
             e.field = field;
             Error::Config(e)
         })?;

@@ -55,6 +55,21 @@ fn redis_url_keeps_its_host_as_one_more_seed() {
 }
 
 #[test]
+fn redis_url_may_name_several_nodes() {
+    let options = Options::from_lookup(lookup(&[(
+        "REDIS_URL",
+        "redis://app:pw@10.0.0.1:7000,10.0.0.2:7001/0",
+    )]))
+    .unwrap();
+    assert_eq!(options.config.host.as_str(), "10.0.0.1");
+    assert_eq!(options.config.username.as_str(), "app");
+    assert_eq!(
+        options.cluster.unwrap(),
+        [("10.0.0.1".to_owned(), 7000), ("10.0.0.2".to_owned(), 7001)]
+    );
+}
+
+#[test]
 fn a_url_with_several_hosts_is_cluster_mode_and_one_host_is_not() {
     let options = Options::from_url("rediss://app:pw@a.example:7000,b.example:7001/0").unwrap();
     assert!(options.config.tls);
@@ -82,6 +97,8 @@ fn a_bad_seed_is_a_typed_error_that_names_where_it_came_from() {
     };
     assert_eq!(e.field, "REDIS_CLUSTER_NODES");
     assert_eq!(e.kind, resilis::core::ConfigErrorKind::InvalidPort);
+    assert_eq!(e.got(), Some("port"), "the entry's port is quoted: {err}");
+    assert!(!err.to_string().contains("password"), "{err}");
     let err = Options::from_url("redis://app:hunter2@h1:7000,h2:99999").unwrap_err();
     let shown = format!("{err} {err:?}");
     assert!(shown.contains("REDIS_URL host"), "{shown}");

@@ -117,7 +117,19 @@ impl Options {
 
     /// [`Options::from_env`] over any source of variables.
     pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Options, Error> {
-        let env = &env;
+        // A REDIS_URL naming several nodes: the core reads the first node's
+        // URL (credentials, options), the others are seeds.
+        let (url_seeds, first_url) = match env("REDIS_URL") {
+            Some(url) => match crate::seeds::split_url(&url)? {
+                (first, Some(seeds)) => (Some(seeds), Some(first)),
+                _ => (None, None),
+            },
+            None => (None, None),
+        };
+        let env = &|name: &str| match (name, &first_url) {
+            ("REDIS_URL", Some(first)) => Some(first.clone()),
+            _ => env(name),
+        };
         let config = Config::from_env(env)?;
         let tls = TlsOptions::from_lookup(env)?;
         tls.check_tls_on(config.tls)?;
@@ -133,6 +145,9 @@ impl Options {
                 let _ = options.config.host.push_str(&host);
                 options.config.port = port;
             }
+            options = options.cluster(seeds);
+        }
+        if let Some(seeds) = url_seeds {
             options = options.cluster(seeds);
         }
         Ok(options)

@@ -9,6 +9,14 @@
 //! run by the core's own state machine, so the doctor sees what the library
 //! would see.
 //!
+//! In cluster mode (`redis://h1:p1,h2:p2`, or `REDIS_CLUSTER_NODES`) those
+//! steps run against the first seed that answers, then the Cluster step
+//! reaches every seed and listed node (at most 16) the same way, reads
+//! each one's slot map and reports, as typed [`Finding`]s, slots no node
+//! serves, nodes whose map differs from the majority's, nodes unreachable
+//! or not online, and shards without a replica. A single-node URL to a
+//! cluster node gets the finding that says to use cluster mode.
+//!
 //! Both ways of getting TLS wrong are probed: a plaintext URL against a
 //! TLS-only server (closed at once, or a TLS record back: confirmed with a
 //! real ClientHello) and a TLS URL against a plaintext server (confirmed
@@ -33,6 +41,8 @@
 //! # }
 //! ```
 
+mod cluster;
+mod cluster_findings;
 mod redis_steps;
 mod render;
 mod report;
@@ -48,7 +58,8 @@ use std::time::Duration;
 
 pub use render::render;
 pub use report::{
-    EXIT_CODES, PingStats, Report, ServerInfo, Status, Step, StepName, Target, Verdict,
+    ClusterNode, ClusterReport, EXIT_CODES, Finding, FindingKind, NodeRole, PingStats, Report,
+    ServerInfo, SlotSpan, Status, Step, StepName, Target, Verdict, ViewStatus,
 };
 
 /// Name resolution, injectable so tests can simulate NXDOMAIN without

@@ -10,23 +10,25 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::report::{PingStats, ServerInfo, Status, StepName};
 use super::session::{HandshakeResult, Reply, Session};
-use super::steps::{Diagnosis, failure, millis, show_duration};
+use super::steps::{Diagnosis, Upto, failure, millis, show_duration};
 
 /// Share of maxclients in use that is a warning.
 const CLIENTS_WARNING_PERCENT: u64 = 80;
 
-/// The Redis handshake (done already on plaintext), PING and INFO.
+/// The Redis handshake (done already on plaintext), then PING and INFO
+/// unless `upto` stops at the handshake. Whether every step passed.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
     d: &mut Diagnosis,
-    mut session: Session<S>,
+    session: &mut Session<S>,
     config: &Config,
     addr: SocketAddr,
     limit: Duration,
     pings: usize,
     client_cert: bool,
     done: Option<(HandshakeResult, Instant)>,
-) {
+    upto: Upto,
+) -> bool {
     let (result, started) = match done {
         Some(done) => done,
         None => {
@@ -66,7 +68,7 @@ pub(super) async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
                 tls.summary = problem.clone();
             }
             d.failure = Some(failure(StepName::Tls, Some(reason), problem, fix));
-            return;
+            return false;
         }
         Err(reason) => {
             let mut details = Vec::new();
@@ -88,7 +90,7 @@ pub(super) async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
                 details,
                 failure(StepName::Handshake, Some(reason), problem, fix),
             );
-            return;
+            return false;
         }
     };
     let auth = if config.password.is_empty() {
@@ -114,6 +116,9 @@ pub(super) async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
         ),
         Vec::new(),
     );
+    if upto == Upto::Handshake {
+        return true;
+    }
 
     // ---- PING -------------------------------------------------------------
     let started = Instant::now();
@@ -136,7 +141,7 @@ pub(super) async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
                         "the server is not behaving like Redis: check the port, and any proxy in between",
                     ),
                 );
-                return;
+                return false;
             }
             Err(e) => {
                 d.fail(
@@ -150,7 +155,7 @@ pub(super) async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
                         DisconnectReason::PingTimeout.fix(),
                     ),
                 );
-                return;
+                return false;
             }
         }
     }
@@ -171,15 +176,7 @@ pub(super) async fn after_transport<S: AsyncRead + AsyncWrite + Unpin>(
 
     // ---- INFO -------------------------------------------------------------
     let started = Instant::now();
-    info_step(
-        d,
-        &mut session,
-        config,
-        ready.protocol.version(),
-        limit,
-        started,
-    )
-    .await;
+    info_step(d, session, config, ready.protocol.version(), limit, started).await
 }
 
 fn handshake_problem(
@@ -223,6 +220,7 @@ fn handshake_problem(
     }
 }
 
+/// Whether INFO answered (refused by ACL counts: the server is up).
 async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
     d: &mut Diagnosis,
     session: &mut Session<S>,
@@ -230,7 +228,7 @@ async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
     protocol: u8,
     limit: Duration,
     started: Instant,
-) {
+) -> bool {
     let text = match session.request(&[b"INFO"], limit).await {
         Ok(Reply::Text(t)) => t,
         Ok(Reply::Error(e)) => {
@@ -243,7 +241,7 @@ async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
                 format!("INFO refused: {e}"),
                 Vec::new(),
             );
-            return;
+            return true;
         }
         Ok(other) => {
             d.warn(
@@ -252,7 +250,7 @@ async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
                 format!("INFO returned {other:?}"),
                 Vec::new(),
             );
-            return;
+            return true;
         }
         Err(e) => {
             d.fail(
@@ -266,7 +264,7 @@ async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
                     DisconnectReason::PingTimeout.fix(),
                 ),
             );
-            return;
+            return false;
         }
     };
     let field = |key: &str| -> Option<String> {
@@ -276,6 +274,10 @@ async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
         })
     };
     let number = |key: &str| field(key).and_then(|v| v.parse::<u64>().ok());
+    // `cluster_enabled` is in INFO's Cluster section (every version with
+    // cluster support); `redis_mode` says it too.
+    d.cluster_enabled =
+        number("cluster_enabled") == Some(1) || field("redis_mode").as_deref() == Some("cluster");
     let mut info = ServerInfo {
         version: field("redis_version"),
         mode: field("redis_mode"),
@@ -405,7 +407,9 @@ async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
         )),
         (None, None) => {}
     }
-    if info.role.as_deref().is_some_and(|r| r != "master") {
+    // In cluster mode a seed may be any node: the router reads the map from
+    // it and sends writes to the primaries.
+    if !d.cluster_mode && info.role.as_deref().is_some_and(|r| r != "master") {
         d.warnings.push(format!(
             "this server is a {}: writes fail with READONLY; point REDIS_URL at the primary",
             info.role.as_deref().unwrap_or("replica")
@@ -432,6 +436,7 @@ async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         d.ok(StepName::Info, started, summary, details);
     }
+    true
 }
 
 /// `CONFIG GET name` → its value; the error text when CONFIG is refused

@@ -1,9 +1,11 @@
 //! The human-readable report: one line per step with its timing and mark,
-//! the evidence indented under it, then the verdict and the fix.
+//! the evidence indented under it, then the verdict and the fix, the other
+//! failures found (cluster mode), and the warnings, each typed one with its
+//! own fix.
 
 use std::fmt::Write as _;
 
-use super::report::{Report, Status};
+use super::report::{Finding, Report, Status};
 
 const LABEL_WIDTH: usize = 16;
 const TIME_WIDTH: usize = 11;
@@ -52,8 +54,28 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "  fix: {fix}");
         }
     }
-    if !v.warnings.is_empty() {
+    // The first failure is the verdict's already.
+    let failures: Vec<&Finding> = v
+        .findings
+        .iter()
+        .filter(|f| f.status == Status::Failed && Some(&f.problem) != Some(&v.problem))
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(out, "\nalso failing:");
+        for f in failures {
+            finding(&mut out, f);
+        }
+    }
+    let typed: Vec<&Finding> = v
+        .findings
+        .iter()
+        .filter(|f| f.status == Status::Warn)
+        .collect();
+    if !v.warnings.is_empty() || !typed.is_empty() {
         let _ = writeln!(out, "\nwarnings:");
+        for f in typed {
+            finding(&mut out, f);
+        }
         for w in &v.warnings {
             let _ = writeln!(out, "  ! {w}");
         }
@@ -67,4 +89,9 @@ pub fn render(report: &Report) -> String {
         }
     }
     out
+}
+
+fn finding(out: &mut String, f: &Finding) {
+    let _ = writeln!(out, "  {} {}", f.status.symbol(), f.problem);
+    let _ = writeln!(out, "    fix: {}", f.fix);
 }

@@ -19,9 +19,14 @@ pub enum StepName {
     Handshake,
     Ping,
     Info,
+    /// Cluster mode: every seed and node of the slot map, and the map
+    /// itself. Also on a single-node URL that reaches a cluster node.
+    Cluster,
 }
 
 impl StepName {
+    /// The per-connection steps: every report lists them, in this order.
+    /// [`StepName::Cluster`] follows them only where it applies.
     pub const ALL: [StepName; 7] = [
         StepName::Config,
         StepName::Dns,
@@ -43,6 +48,7 @@ impl StepName {
             StepName::Handshake => 7,
             StepName::Ping => 8,
             StepName::Info => 9,
+            StepName::Cluster => 10,
         }
     }
 
@@ -56,7 +62,17 @@ impl StepName {
             StepName::Handshake => "Redis handshake",
             StepName::Ping => "PING",
             StepName::Info => "INFO",
+            StepName::Cluster => "Cluster",
         }
+    }
+
+    /// Where the step sits in a report: the per-connection steps, then
+    /// Cluster.
+    pub(super) fn order(self) -> usize {
+        StepName::ALL
+            .iter()
+            .position(|n| *n == self)
+            .unwrap_or(StepName::ALL.len())
     }
 }
 
@@ -72,7 +88,9 @@ Exit codes:
   6  TLS: TLS required but not used, used but not spoken, certificate not trusted
   7  Redis handshake: wrong password, unknown user, NOAUTH, DENIED, max clients
   8  PING: no reply in time on an established connection
-  9  INFO: the server stopped answering after the handshake";
+  9  INFO: the server stopped answering after the handshake
+  10  cluster: a single-node URL to a cluster node, or (cluster mode) slots
+      not served, nodes that disagree, a primary unreachable or failed";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -123,7 +141,8 @@ impl Step {
 /// The effective configuration, password redacted.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Target {
-    /// `redis://user:***@host:port/db`: never the password itself.
+    /// `redis://user:***@host:port/db`: never the password itself. In
+    /// cluster mode every seed: `redis://user:***@h1:p1,h2:p2/0`.
     pub url: String,
     /// Where the settings came from, e.g. `argument` or `REDIS_URL`.
     pub source: String,
@@ -142,6 +161,10 @@ pub struct Target {
     pub ping_interval_ms: u64,
     /// The doctor's per-step limit (`--timeout`).
     pub step_timeout_ms: u64,
+    /// Cluster mode: the seed nodes (`host:port`); `host` and `port` above
+    /// are the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_seeds: Option<Vec<String>>,
 }
 
 /// PING round trips on the ready connection.
@@ -199,6 +222,45 @@ pub struct ServerInfo {
     pub loading: Option<bool>,
 }
 
+/// What a finding is about: scripts can act on the kind, people read the
+/// problem and the fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FindingKind {
+    /// A single-node URL reaches a Redis Cluster node: use cluster mode.
+    UseClusterMode,
+    /// Cluster mode, but a node has cluster support disabled.
+    NotACluster,
+    /// No node returned a slot map the doctor could read.
+    NoSlotMap,
+    /// Some of the 16384 slots are served by no primary.
+    SlotsUncovered,
+    /// No slot map is held by more than half of the nodes that answered.
+    NoMajority,
+    /// A node's slot map differs from the one most nodes hold.
+    ViewDiffers,
+    /// A node cannot be reached (DNS, TCP, TLS or the Redis handshake).
+    NodeUnreachable,
+    /// The cluster reports a node's health as other than `online`.
+    NodeNotOnline,
+    /// A shard serving slots has no replica that is online and reachable.
+    NoReplica,
+}
+
+/// One problem, typed: what is wrong, with whom, and what to change.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// [`Status::Failed`] (the application will see errors) or
+    /// [`Status::Warn`] (it works now, and will bite later).
+    pub status: Status,
+    /// The node it is about (`host:port`), when it is about one.
+    pub node: Option<String>,
+    pub problem: String,
+    pub fix: String,
+}
+
 /// The conclusion: healthy or not, and the one thing to change.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Verdict {
@@ -213,6 +275,102 @@ pub struct Verdict {
     pub fix: Option<String>,
     /// Things that work now but will bite later.
     pub warnings: Vec<String>,
+    /// The typed problems (cluster checks), failures first; the first
+    /// failure is also `problem` and `fix`. Absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+}
+
+impl Verdict {
+    /// Warnings, the typed ones included.
+    pub fn warning_count(&self) -> usize {
+        self.warnings.len()
+            + self
+                .findings
+                .iter()
+                .filter(|f| f.status == Status::Warn)
+                .count()
+    }
+}
+
+/// Slots `start..=end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SlotSpan {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl std::fmt::Display for SlotSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// A node's part in the slot map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Primary,
+    Replica,
+    /// A seed the slot map does not list (under this address).
+    Unlisted,
+}
+
+/// What a node's own slot map says, next to the one most nodes hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewStatus {
+    /// The same as most nodes'.
+    Agrees,
+    Differs,
+    /// No slot map from this node (unreachable, refused, unreadable).
+    None,
+    /// Not asked: beyond the doctor's limit of nodes.
+    NotChecked,
+}
+
+/// One node of the cluster as the doctor saw it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterNode {
+    /// `host:port`.
+    pub node: String,
+    pub role: NodeRole,
+    /// A replica's primary (`host:port`).
+    pub primary: Option<String>,
+    /// A primary's slots.
+    pub slots: Vec<SlotSpan>,
+    /// The health the slot map gives (`online`, `fail`, `loading`...).
+    pub health: Option<String>,
+    pub seed: bool,
+    /// `None`: not checked.
+    pub reachable: Option<bool>,
+    /// Why it could not be reached.
+    pub problem: Option<String>,
+    pub view: ViewStatus,
+}
+
+/// Cluster mode: the slot map most nodes hold, and each node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterReport {
+    /// `host:port` of each seed, in the order given.
+    pub seeds: Vec<String>,
+    /// `CLUSTER SHARDS`, or `CLUSTER SLOTS` on servers before 7.0.
+    pub map_command: Option<String>,
+    /// Nodes that returned a slot map.
+    pub views: usize,
+    /// Of those, how many hold the map below (more than half: a majority).
+    pub agreeing: usize,
+    pub slots_served: u32,
+    /// Slots no primary serves (all of them, not capped).
+    pub uncovered: Vec<SlotSpan>,
+    /// Primaries first (by first slot), each followed by its replicas.
+    pub nodes: Vec<ClusterNode>,
+    /// Listed nodes left unchecked: the doctor checks at most 16.
+    pub not_checked: usize,
 }
 
 /// Everything `resilis doctor` found.
@@ -224,6 +382,9 @@ pub struct Report {
     pub steps: Vec<Step>,
     pub ping: Option<PingStats>,
     pub server: Option<ServerInfo>,
+    /// Cluster mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
     pub verdict: Verdict,
 }
 
@@ -279,12 +440,13 @@ mod tests {
 
     #[test]
     fn exit_codes_are_distinct_and_not_clap_s() {
-        let mut codes: Vec<i32> = StepName::ALL.iter().map(|s| s.exit_code()).collect();
+        let every = StepName::ALL.iter().chain([&StepName::Cluster]);
+        let mut codes: Vec<i32> = every.clone().map(|s| s.exit_code()).collect();
         codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes.len(), StepName::ALL.len());
+        assert_eq!(codes.len(), StepName::ALL.len() + 1);
         assert!(codes.iter().all(|c| *c > 2));
-        for step in StepName::ALL {
+        for step in every {
             assert!(
                 EXIT_CODES.contains(&format!("  {}  ", step.exit_code())),
                 "{step:?} undocumented"

@@ -17,8 +17,9 @@ use tokio::time::timeout;
 
 /// Replies larger than this are refused (INFO is a few KB).
 const MAX_REPLY: usize = 4 * 1024 * 1024;
-/// Limits for the doctor's own reads: generous for INFO, bounded.
-const LIMITS: Limits = Limits {
+/// Limits for the doctor's own reads: generous for INFO and a cluster's
+/// slot map, bounded.
+pub(crate) const LIMITS: Limits = Limits {
     max_depth: 8,
     max_bulk_len: MAX_REPLY,
     max_aggregate_len: 100_000,
@@ -120,6 +121,14 @@ pub(crate) struct Ready {
     pub protocol: Protocol,
     pub version: Option<ServerVersion>,
 }
+
+/// A transport the doctor talks over: TCP, or TLS on TCP.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// A session over either transport, as cluster probes return it.
+pub(crate) type AnySession = Session<Box<dyn Stream>>;
 
 pub(crate) struct Session<S> {
     stream: S,
@@ -246,6 +255,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         args: &[&[u8]],
         limit: Duration,
     ) -> Result<Reply, RequestError> {
+        let bytes = self.request_raw(args, limit).await?;
+        match resp::decode(&bytes, &LIMITS) {
+            Ok(Decoded::Frame { frame, .. }) => Ok(own(&frame)),
+            // `request_raw` returns exactly one frame that decoded already.
+            Ok(Decoded::Incomplete { .. }) => Err(RequestError::Invalid("incomplete reply".into())),
+            Err(e) => Err(RequestError::Invalid(e.to_string())),
+        }
+    }
+
+    /// Like [`request`](Self::request), but the reply's bytes: one whole
+    /// RESP frame, for parsers that walk a borrowed `Frame` (the slot map's).
+    pub async fn request_raw(
+        &mut self,
+        args: &[&[u8]],
+        limit: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
         let mut bytes = vec![0u8; resp::encode::encoded_len(args)];
         let n = resp::encode::encode_args(&mut bytes, args)
             .map_err(|e| RequestError::Invalid(e.to_string()))?;
@@ -261,13 +286,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Decoded::Frame {
                     frame, consumed, ..
                 }) => {
-                    if let Frame::Push(_) = frame {
-                        self.buf.drain(..consumed);
+                    let push = matches!(frame, Frame::Push(_));
+                    let bytes: Vec<u8> = self.buf.drain(..consumed).collect();
+                    if push {
                         continue;
                     }
-                    let reply = own(&frame);
-                    self.buf.drain(..consumed);
-                    return Ok(reply);
+                    return Ok(bytes);
                 }
                 Ok(Decoded::Incomplete { .. }) => {}
                 Err(e) => return Err(RequestError::Invalid(e.to_string())),

@@ -1,24 +1,34 @@
 //! The diagnosis itself: each step in order, each timed, stopping at the
 //! first failure with the reason, the evidence and the fix. This file holds
 //! the walk and the steps up to TCP; the TLS step is in `tls_probe`, the
-//! handshake, PING and INFO in `redis_steps`.
+//! handshake, PING and INFO in `redis_steps`, the Cluster step in `cluster`.
+//! [`connect`] is the per-connection walk, which cluster mode runs once per
+//! node.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use resilis_core::cluster::NodeAddr;
 use resilis_core::config::ENV_VARS;
 use resilis_core::{Config, DisconnectReason, TransportError};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::redis_steps::after_transport;
-use super::report::{PingStats, Report, ServerInfo, Status, Step, StepName, Target, Verdict};
-use super::session::{Session, classify_io, reason_name};
+use super::report::{
+    ClusterReport, Finding, PingStats, Report, ServerInfo, Status, Step, StepName, Target, Verdict,
+};
+use super::session::{AnySession, Session, Stream, classify_io, reason_name};
 use super::tls;
 use super::tls_probe::{plaintext_tls_verdict, tls_step};
 use super::{Options, Resolver};
+use crate::error::Error;
 use crate::tls::{HostSource, TLS_ENV_VARS, TlsOptions};
+
+/// The variable that names a cluster's seed nodes (besides a URL naming
+/// several hosts).
+const CLUSTER_NODES_VAR: &str = "REDIS_CLUSTER_NODES";
 
 /// The diagnosis so far: steps in order, and the failure that ended it.
 pub(super) struct Diagnosis {
@@ -28,6 +38,17 @@ pub(super) struct Diagnosis {
     pub target: Option<Target>,
     pub ping: Option<PingStats>,
     pub server: Option<ServerInfo>,
+    /// Typed problems (the cluster checks), in the order found.
+    pub findings: Vec<Finding>,
+    pub cluster: Option<ClusterReport>,
+    /// The settings name several nodes: the Cluster step runs, and a seed
+    /// that is a replica is no warning.
+    pub cluster_mode: bool,
+    /// INFO said `cluster_enabled:1`.
+    pub cluster_enabled: bool,
+    /// What "healthy" means here, when not "accepts this configuration and
+    /// answers PING".
+    pub healthy_note: Option<String>,
 }
 
 pub(super) struct Failure {
@@ -38,6 +59,22 @@ pub(super) struct Failure {
 }
 
 impl Diagnosis {
+    pub fn new(cluster_mode: bool) -> Diagnosis {
+        Diagnosis {
+            steps: Vec::new(),
+            failure: None,
+            warnings: Vec::new(),
+            target: None,
+            ping: None,
+            server: None,
+            findings: Vec::new(),
+            cluster: None,
+            cluster_mode,
+            cluster_enabled: false,
+            healthy_note: None,
+        }
+    }
+
     pub fn ok(&mut self, name: StepName, started: Instant, summary: String, details: Vec<String>) {
         self.push(name, Status::Ok, started, summary, details);
     }
@@ -52,7 +89,7 @@ impl Diagnosis {
         self.push(name, Status::Warn, started, summary, details);
     }
 
-    fn push(
+    pub fn push(
         &mut self,
         name: StepName,
         status: Status,
@@ -133,27 +170,22 @@ pub(crate) async fn run(
     env: &dyn Fn(&str) -> Option<String>,
     options: &Options,
 ) -> Report {
-    let mut d = Diagnosis {
-        steps: Vec::new(),
-        failure: None,
-        warnings: Vec::new(),
-        target: None,
-        ping: None,
-        server: None,
-    };
+    let mut d = Diagnosis::new(false);
     walk(&mut d, url, env, options).await;
-    for name in StepName::ALL {
+    let cluster_step = d.cluster_mode.then_some(StepName::Cluster);
+    for name in StepName::ALL.into_iter().chain(cluster_step) {
         if !d.steps.iter().any(|s| s.name == name) {
             d.steps
                 .push(Step::skipped(name, "skipped: an earlier step failed"));
         }
     }
-    d.steps
-        .sort_by_key(|s| StepName::ALL.iter().position(|n| *n == s.name));
-    let finished = d
-        .steps
-        .iter()
-        .any(|s| s.name == StepName::Info && matches!(s.status, Status::Ok | Status::Warn));
+    d.steps.sort_by_key(|s| s.name.order());
+    let passed = |name: StepName| {
+        d.steps
+            .iter()
+            .any(|s| s.name == name && matches!(s.status, Status::Ok | Status::Warn))
+    };
+    let finished = passed(StepName::Info) && (!d.cluster_mode || passed(StepName::Cluster));
     if d.failure.is_none() && !finished {
         // Every early return records a failure; this is a bug, not health.
         return Report {
@@ -162,6 +194,7 @@ pub(crate) async fn run(
             steps: d.steps,
             ping: d.ping,
             server: d.server,
+            cluster: d.cluster,
             verdict: Verdict {
                 healthy: false,
                 exit_code: 1,
@@ -170,9 +203,12 @@ pub(crate) async fn run(
                 problem: "the doctor stopped without a verdict (a bug in resilis: please report it with this output)".to_owned(),
                 fix: None,
                 warnings: d.warnings,
+                findings: d.findings,
             },
         };
     }
+    // Failures first, each group in the order found.
+    d.findings.sort_by_key(|f| f.status != Status::Failed);
     let verdict = match d.failure {
         Some(f) => Verdict {
             healthy: false,
@@ -182,26 +218,30 @@ pub(crate) async fn run(
             problem: f.problem,
             fix: Some(f.fix),
             warnings: d.warnings,
+            findings: d.findings,
         },
         None => {
             let where_ = d.target.as_ref().map(|t| t.url.clone()).unwrap_or_default();
-            Verdict {
+            let what = d
+                .healthy_note
+                .take()
+                .unwrap_or_else(|| format!("{where_} accepts this configuration and answers PING"));
+            let mut verdict = Verdict {
                 healthy: true,
                 exit_code: 0,
                 failed_step: None,
                 reason: None,
-                problem: if d.warnings.is_empty() {
-                    format!("healthy: {where_} accepts this configuration and answers PING")
-                } else {
-                    format!(
-                        "healthy, with {} warning{}: {where_} accepts this configuration and answers PING",
-                        d.warnings.len(),
-                        if d.warnings.len() == 1 { "" } else { "s" }
-                    )
-                },
+                problem: String::new(),
                 fix: None,
                 warnings: d.warnings,
-            }
+                findings: d.findings,
+            };
+            verdict.problem = match verdict.warning_count() {
+                0 => format!("healthy: {what}"),
+                1 => format!("healthy, with 1 warning: {what}"),
+                n => format!("healthy, with {n} warnings: {what}"),
+            };
+            verdict
         }
     };
     Report {
@@ -210,6 +250,7 @@ pub(crate) async fn run(
         steps: d.steps,
         ping: d.ping,
         server: d.server,
+        cluster: d.cluster,
         verdict,
     }
 }
@@ -220,68 +261,119 @@ async fn walk(
     env: &dyn Fn(&str) -> Option<String>,
     options: &Options,
 ) {
-    let limit = options.timeout;
-
     // ---- Config ---------------------------------------------------------
     let started = Instant::now();
-    let Some((config, tls_settings, trust)) = config_step(d, url, env, options, started) else {
+    let Some((setup, trust)) = config_step(d, url, env, options, started) else {
         return;
     };
+    if setup.seeds.is_some() {
+        d.cluster_mode = true;
+        super::cluster::walk(d, &setup, trust, options).await;
+        return;
+    }
+    let config = setup.config.clone();
+    let session = connect(d, &setup, &config, trust, options, Upto::Info).await;
+    if let Some(mut session) = session
+        && d.cluster_enabled
+    {
+        super::cluster::single_node_is_cluster(d, &mut session, &setup, options.timeout).await;
+    }
+}
+
+/// How far [`connect`] goes once the handshake is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Upto {
+    Handshake,
+    /// PING round trips and INFO too.
+    Info,
+}
+
+/// What the Config step settled, for every connection the doctor makes.
+pub(super) struct Setup {
+    pub config: Config,
+    pub tls: TlsOptions,
+    pub host_source: HostSource,
+    /// Cluster mode: every seed, `config`'s host and port first.
+    pub seeds: Option<Vec<NodeAddr>>,
+}
+
+impl Setup {
+    /// The configuration aimed at another node of the cluster: the same
+    /// credentials, TLS and timeouts.
+    pub fn at(&self, node: &NodeAddr) -> Config {
+        let mut config = self.config.clone();
+        config.host = node.host.clone();
+        config.port = node.port;
+        config
+    }
+
+    /// The client's trust for one TLS connection (each has its own
+    /// recorder); `None` without TLS.
+    pub fn trust(&self, host_source: HostSource) -> Result<Option<Trust>, String> {
+        if !self.config.tls {
+            return Ok(None);
+        }
+        let recorder: tls::Recorder = Arc::default();
+        let config = tls::trust_config(&self.tls, recorder.clone())?;
+        Ok(Some(Trust {
+            config,
+            recorder,
+            host_source,
+        }))
+    }
+}
+
+/// DNS, TCP, TLS and the Redis handshake to `config`'s host and port (then
+/// PING and INFO with [`Upto::Info`]), each a step recorded in `d`, as for
+/// the one node of a single-node URL. `trust` is there exactly when the
+/// config asks for TLS. The session, when no step failed.
+pub(super) async fn connect(
+    d: &mut Diagnosis,
+    setup: &Setup,
+    config: &Config,
+    trust: Option<Trust>,
+    options: &Options,
+    upto: Upto,
+) -> Option<AnySession> {
+    let limit = options.timeout;
 
     // ---- DNS ------------------------------------------------------------
     let started = Instant::now();
-    let Some(addrs) = dns_step(d, &config, options.resolver.clone(), limit, started).await else {
-        return;
-    };
+    let addrs = dns_step(d, config, options.resolver.clone(), limit, started).await?;
 
     // ---- TCP ------------------------------------------------------------
     let started = Instant::now();
-    let Some((tcp, addr)) = tcp_step(d, &addrs, limit, started).await else {
-        return;
-    };
+    let (tcp, addr) = tcp_step(d, &addrs, limit, started).await?;
 
     // ---- TLS and the handshake -------------------------------------------
-    // `trust` is there exactly when the config asks for TLS.
-    if let Some(trust) = trust {
+    let (mut session, client_cert, done): (AnySession, bool, _) = if let Some(trust) = trust {
         let started = Instant::now();
-        let Some(stream) =
-            tls_step(d, &config, &tls_settings, trust, tcp, addr, limit, started).await
-        else {
-            return;
-        };
-        let session = Session::new(stream);
-        let client_cert = tls_settings.cert_file.is_some();
-        after_transport(
-            d,
-            session,
-            &config,
-            addr,
-            limit,
-            options.pings,
-            client_cert,
-            None,
-        )
-        .await;
+        let stream = tls_step(d, config, &setup.tls, trust, tcp, addr, limit, started).await?;
+        let stream: Box<dyn Stream> = Box::new(stream);
+        (Session::new(stream), setup.tls.cert_file.is_some(), None)
     } else {
         let started = Instant::now();
-        let mut session = Session::new(tcp);
-        let mut result = session.handshake(&config, limit).await;
-        if plaintext_tls_verdict(d, &config, &tls_settings, &mut result, addr, limit, started).await
-        {
-            return;
+        let stream: Box<dyn Stream> = Box::new(tcp);
+        let mut session = Session::new(stream);
+        let mut result = session.handshake(config, limit).await;
+        if plaintext_tls_verdict(d, config, &setup.tls, &mut result, addr, limit, started).await {
+            return None;
         }
-        after_transport(
-            d,
-            session,
-            &config,
-            addr,
-            limit,
-            options.pings,
-            false,
-            Some((result, started)),
-        )
-        .await;
-    }
+        (session, false, Some((result, started)))
+    };
+    let ok = after_transport(
+        d,
+        &mut session,
+        config,
+        addr,
+        limit,
+        options.pings,
+        client_cert,
+        done,
+        upto,
+    )
+    .await;
+    ok.then_some(session)
 }
 
 /// The client's TLS configuration and what its verifier records.
@@ -300,30 +392,56 @@ fn config_step(
     env: &dyn Fn(&str) -> Option<String>,
     options: &Options,
     started: Instant,
-) -> Option<(Config, TlsOptions, Option<Trust>)> {
-    let lookup = |name: &str| -> Option<String> {
-        match (name, url) {
-            ("REDIS_URL", Some(url)) => Some(url.to_owned()),
-            _ => env(name),
-        }
-    };
+) -> Option<(Setup, Option<Trust>)> {
     let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
     let env_used: Vec<String> = ENV_VARS
         .iter()
         .chain(TLS_ENV_VARS)
+        .chain(&[CLUSTER_NODES_VAR])
         .filter(|n| set(n))
         .map(|n| (*n).to_owned())
         .collect();
+    let url_set = url.is_some() || set("REDIS_URL");
     let source = if url.is_some() {
         "the command line".to_owned()
     } else if set("REDIS_URL") {
         "REDIS_URL".to_owned()
     } else if set("REDIS_HOST") || set("REDIS_PORT") {
         "REDIS_HOST / REDIS_PORT".to_owned()
+    } else if set(CLUSTER_NODES_VAR) {
+        CLUSTER_NODES_VAR.to_owned()
     } else {
         "the default: REDIS_URL and REDIS_HOST are not set".to_owned()
     };
-    let config = match Config::from_env(lookup) {
+    let refused = |d: &mut Diagnosis, e: &Error| {
+        let fix = match e {
+            Error::Config(e) => format!("fix {}: {e}", e.field),
+            other => other.to_string(),
+        };
+        d.config_refused(started, vec![format!("settings from {source}")], e, &fix);
+    };
+    // A URL naming several hosts is cluster mode, as for the client: the
+    // core parses the URL of the first (credentials and options included).
+    let given = url.map(str::to_owned).or_else(|| {
+        env("REDIS_URL")
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.trim().to_owned())
+    });
+    let (first_url, mut seeds) = match given.as_deref().map(crate::seeds::split_url) {
+        None => (None, None),
+        Some(Ok((first, seeds))) => (Some(first), seeds),
+        Some(Err(e)) => {
+            refused(d, &e);
+            return None;
+        }
+    };
+    let lookup = |name: &str| -> Option<String> {
+        match (name, &first_url) {
+            ("REDIS_URL", Some(first)) => Some(first.clone()),
+            _ => env(name),
+        }
+    };
+    let mut config = match Config::from_env(lookup) {
         Ok(c) => c,
         Err(e) => {
             let fix = format!("fix {}: {e}", e.field);
@@ -331,6 +449,44 @@ fn config_step(
             return None;
         }
     };
+    // REDIS_CLUSTER_NODES, as `Options::from_env` reads it: its first node
+    // is the one to connect to unless REDIS_URL or REDIS_HOST names one.
+    if seeds.is_none()
+        && let Some(list) = env(CLUSTER_NODES_VAR).filter(|v| !v.trim().is_empty())
+    {
+        let list = match crate::seeds::parse_list(CLUSTER_NODES_VAR, &list) {
+            Ok(list) => list,
+            Err(e) => {
+                refused(d, &e);
+                return None;
+            }
+        };
+        if !url_set
+            && !set("REDIS_HOST")
+            && let Some((host, port)) = list.first()
+        {
+            config.host.clear();
+            // The entry was parsed into a Config's host: it fits.
+            let _ = config.host.push_str(host);
+            config.port = *port;
+        }
+        seeds = Some(list);
+    }
+    let seeds = seeds.map(|list| {
+        let first = NodeAddr {
+            host: config.host.clone(),
+            port: config.port,
+        };
+        let mut all = vec![first];
+        for (host, port) in list {
+            let node = NodeAddr::new(&host, port)
+                .expect("a seed's host was parsed into a Config's host, of the same capacity");
+            if !all.contains(&node) {
+                all.push(node);
+            }
+        }
+        all
+    });
     let tls_settings = match TlsOptions::from_lookup(env) {
         Ok(s) => s,
         Err(e) => {
@@ -342,11 +498,29 @@ fn config_step(
         Some(_) => HostSource::Url,
         None => HostSource::of_env(env),
     };
-    let target = target(&config, &tls_settings, source, env_used, options);
+    let target = target(
+        &config,
+        seeds.as_deref(),
+        &tls_settings,
+        source,
+        env_used,
+        options,
+    );
+    let place = match &seeds {
+        Some(seeds) => format!(
+            "cluster mode, {} seed{}: {}",
+            seeds.len(),
+            if seeds.len() == 1 { "" } else { "s" },
+            seeds
+                .iter()
+                .map(NodeAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => format!("{}:{}", target.host, target.port),
+    };
     let mut details = vec![format!(
-        "{}:{} · TLS {} · user {} · password {} · db {} · RESP{}",
-        target.host,
-        target.port,
+        "{place} · TLS {} · user {} · password {} · db {} · RESP{}",
         if config.tls { "on" } else { "off" },
         if target.username.is_empty() {
             "default".to_owned()
@@ -421,18 +595,29 @@ fn config_step(
         None
     };
     d.ok(StepName::Config, started, summary, details);
-    Some((config, tls_settings, trust))
+    let setup = Setup {
+        config,
+        tls: tls_settings,
+        host_source,
+        seeds,
+    };
+    Some((setup, trust))
 }
 
 fn target(
     config: &Config,
+    seeds: Option<&[NodeAddr]>,
     tls: &TlsOptions,
     source: String,
     env_used: Vec<String>,
     options: &Options,
 ) -> Target {
+    let url = match seeds {
+        Some(seeds) => redacted_url_of(config, seeds),
+        None => redacted_url(config),
+    };
     Target {
-        url: redacted_url(config),
+        url,
         source,
         host: config.host.as_str().to_owned(),
         port: config.port,
@@ -447,6 +632,7 @@ fn target(
         tls_server_name: tls.server_name.clone(),
         ping_interval_ms: config.ping_interval.as_millis() as u64,
         step_timeout_ms: options.timeout.as_millis() as u64,
+        cluster_seeds: seeds.map(|s| s.iter().map(NodeAddr::to_string).collect()),
     }
 }
 
@@ -455,19 +641,30 @@ fn target(
 pub(crate) fn redacted_url(config: &Config) -> String {
     let host = config.host.as_str();
     let host = if host.contains(':') {
-        format!("[{host}]")
+        format!("[{host}]:{}", config.port)
     } else {
-        host.to_owned()
+        format!("{host}:{}", config.port)
     };
+    redacted_url_with(config, &host)
+}
+
+/// `redis://user:***@h1:p1,h2:p2/db`: the URL naming every node (cluster
+/// mode), never with the password.
+pub(crate) fn redacted_url_of(config: &Config, nodes: &[NodeAddr]) -> String {
+    let hosts: Vec<String> = nodes.iter().map(NodeAddr::to_string).collect();
+    redacted_url_with(config, &hosts.join(","))
+}
+
+/// `redis://user:***@{hosts}/db`: the config's URL with these hosts.
+pub(crate) fn redacted_url_with(config: &Config, hosts: &str) -> String {
     let userinfo = match (config.username.is_empty(), config.password.is_empty()) {
         (true, true) => String::new(),
         (false, true) => format!("{}@", config.username),
         (_, false) => format!("{}:***@", config.username),
     };
     format!(
-        "{}://{userinfo}{host}:{}/{}",
+        "{}://{userinfo}{hosts}/{}",
         if config.tls { "rediss" } else { "redis" },
-        config.port,
         config.db
     )
 }
