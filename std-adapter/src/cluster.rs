@@ -41,10 +41,9 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant as TokioInstant;
 
 use crate::client::{Client, OfflineMode, Options};
-use crate::driver::Reply;
+use crate::driver::{Reply, answer_from_cache};
 use crate::encoding::encode_vec;
 use crate::error::Error;
-use crate::fallback::Lookup;
 use crate::health::{Health, Shared, bump};
 use crate::value::Value;
 
@@ -485,42 +484,14 @@ impl Cluster {
                     return last.unwrap_or(Err(Error::NoRoute { slot: attempt.slot }));
                 }
                 Step::Fallback(reason) => {
-                    return self.answer_from_cache(key, reason, miss_reads_as_absent);
+                    return answer_from_cache(&self.shared, key, miss_reads_as_absent, || {
+                        Error::down_said(reason, None)
+                    });
                 }
                 Step::Fail(failure) => return Err(failure_error(failure)),
             }
         }
         Err(Error::NoRoute { slot: attempt.slot })
-    }
-
-    fn answer_from_cache(
-        &self,
-        key: Option<&[u8]>,
-        reason: DisconnectReason,
-        miss_reads_as_absent: bool,
-    ) -> Result<Reply, Error> {
-        let found = key.map(|k| self.shared.fallback().read(k, std::time::Instant::now()));
-        let m = &self.shared.metrics;
-        match found {
-            Some(Lookup::Hit(value)) => {
-                bump(&m.fallback_hits);
-                Ok(Reply {
-                    value: Value::Bulk(value),
-                    from_cache: true,
-                })
-            }
-            _ => {
-                bump(&m.fallback_misses);
-                if miss_reads_as_absent {
-                    Ok(Reply {
-                        value: Value::Nil,
-                        from_cache: true,
-                    })
-                } else {
-                    Err(Error::down_said(reason, None))
-                }
-            }
-        }
     }
 
     /// A multi-key command over several slots: one part per slot, all at

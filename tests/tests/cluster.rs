@@ -23,6 +23,16 @@ async fn connect(cluster: &Cluster) -> Client {
     client
 }
 
+/// Waits (off the runtime's threads) until another node serves `slot`.
+async fn promoted(cluster: &Arc<Cluster>, slot: u16, old: usize) -> usize {
+    let cluster = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        cluster.wait_primary_changed(slot, old, Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+}
+
 /// What the node serving `key` holds, asked directly.
 fn held(cluster: &Cluster, key: &str) -> Reply {
     let primary = cluster.primary_for_slot(cluster.key_slot(key));
@@ -375,14 +385,7 @@ async fn a_killed_primary_costs_resend_safe_writes_nothing() {
     let mut events = client.cluster_events().expect("cluster mode");
     let killed_at = Instant::now();
     cluster.kill_node(victim);
-    let promoted = {
-        let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || {
-            cluster.wait_primary_changed(slot, victim, Duration::from_secs(10))
-        })
-        .await
-        .unwrap()
-    };
+    let promoted = promoted(&cluster, slot, victim).await;
     println!("promoted {promoted} after {:?}", killed_at.elapsed());
     let (sets, incrs) = writer.await.unwrap();
     println!("sets {sets:?}\nincrs {incrs:?}");
@@ -474,14 +477,7 @@ async fn a_hung_primary_is_replaced_without_losing_acknowledged_writes() {
             .await
             .unwrap();
     }
-    let promoted = {
-        let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || {
-            cluster.wait_primary_changed(slot, victim, Duration::from_secs(10))
-        })
-        .await
-        .unwrap()
-    };
+    let promoted = promoted(&cluster, slot, victim).await;
     println!(
         "promoted {promoted} {:?} after the pause",
         paused_at.elapsed()
@@ -658,14 +654,7 @@ async fn histories_across_a_primary_kill_are_linearizable() {
     cluster.kill_node(victim);
     let mut history = wa.await.unwrap();
     history.extend(wb.await.unwrap());
-    {
-        let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || {
-            cluster.wait_primary_changed(slot, victim, Duration::from_secs(10))
-        })
-        .await
-        .unwrap();
-    }
+    promoted(&cluster, slot, victim).await;
     let per_key = linearizable::by_key(history);
     for key in KEYS {
         let calls = per_key.get(*key).cloned().unwrap_or_default();

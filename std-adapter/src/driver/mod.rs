@@ -275,33 +275,14 @@ impl Driver {
         finish(p.waiter, result, Some(&self.shared));
     }
 
-    /// The answer to a read the core sent to the cache: a hit, or the
-    /// reason Redis is unavailable (a miss is not "absent", unless the
-    /// application opted into that).
+    /// The answer to a read the core sent to the cache.
     fn answer_from_cache(&self, bytes: &[u8], reason: DisconnectReason) -> Result<Reply, Error> {
-        let found = command_key(bytes)
-            .map(|key| self.shared.fallback().read(key, std::time::Instant::now()));
-        let m = &self.shared.metrics;
-        match found {
-            Some(Lookup::Hit(value)) => {
-                bump(&m.fallback_hits);
-                Ok(Reply {
-                    value: Value::Bulk(value),
-                    from_cache: true,
-                })
-            }
-            _ => {
-                bump(&m.fallback_misses);
-                if self.miss_reads_as_absent {
-                    Ok(Reply {
-                        value: Value::Nil,
-                        from_cache: true,
-                    })
-                } else {
-                    Err(self.down(reason))
-                }
-            }
-        }
+        answer_from_cache(
+            &self.shared,
+            command_key(bytes),
+            self.miss_reads_as_absent,
+            || self.down(reason),
+        )
     }
 
     fn down(&self, reason: DisconnectReason) -> Error {
@@ -738,6 +719,39 @@ impl Driver {
             Err(e) => {
                 let error = self.submit_error(e);
                 finish(cmd.reply, Err(error), Some(&self.shared));
+            }
+        }
+    }
+}
+
+/// The answer to a read sent to the fallback cache: a hit, or `down` (why
+/// Redis is unavailable): a miss is not "absent", unless the application
+/// opted into that.
+pub(crate) fn answer_from_cache(
+    shared: &Shared,
+    key: Option<&[u8]>,
+    miss_reads_as_absent: bool,
+    down: impl FnOnce() -> Error,
+) -> Result<Reply, Error> {
+    let found = key.map(|key| shared.fallback().read(key, std::time::Instant::now()));
+    let m = &shared.metrics;
+    match found {
+        Some(Lookup::Hit(value)) => {
+            bump(&m.fallback_hits);
+            Ok(Reply {
+                value: Value::Bulk(value),
+                from_cache: true,
+            })
+        }
+        _ => {
+            bump(&m.fallback_misses);
+            if miss_reads_as_absent {
+                Ok(Reply {
+                    value: Value::Nil,
+                    from_cache: true,
+                })
+            } else {
+                Err(down())
             }
         }
     }
