@@ -1,4 +1,4 @@
-//! Cluster mode: one [`Client`] per node, and the core's
+//! Cluster mode: one node handle per node, and the core's
 //! [`ClusterRouter`] deciding where each command goes.
 //!
 //! Every decision (which node, what a MOVED/ASK/TRYAGAIN/CLUSTERDOWN means,
@@ -8,7 +8,7 @@
 //! wait, reports what came back, and keeps a connection open to each node
 //! the router wants.
 //!
-//! Each node's connection is a full single-node client (its own driver
+//! Each node's connection is what a single-node client has (its own driver
 //! task, liveness, backoff, TLS), with two settings of its own: commands
 //! fail fast while it is not ready (the router decides whether to wait for
 //! it or for another node), and a resend-safe command lost in flight comes
@@ -40,11 +40,12 @@ use serde::Serialize;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::Instant as TokioInstant;
 
-use crate::client::{Client, OfflineMode, Options};
 use crate::driver::{Reply, answer_from_cache};
 use crate::encoding::encode_vec;
 use crate::error::Error;
 use crate::health::{Health, Shared, bump};
+use crate::node::Node;
+use crate::options::{OfflineMode, Options};
 use crate::value::Value;
 
 /// Most nodes (primaries and replicas) one client follows.
@@ -104,7 +105,7 @@ pub struct NodeHealth {
 pub(crate) struct Cluster {
     router: Mutex<Box<Router>>,
     /// One client per node, by `host:port`.
-    nodes: Mutex<HashMap<String, Client>>,
+    nodes: Mutex<HashMap<String, Node>>,
     /// The router's `changes()`, for the commands that wait.
     changed: watch::Sender<u64>,
     refresh_wake: Arc<Notify>,
@@ -161,7 +162,7 @@ impl Cluster {
         self.router.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn node_map(&self) -> MutexGuard<'_, HashMap<String, Client>> {
+    fn node_map(&self) -> MutexGuard<'_, HashMap<String, Node>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -190,7 +191,7 @@ impl Cluster {
     }
 
     /// The client of a node, opened when new.
-    fn node_client(self: &Arc<Self>, node: NodeId) -> Result<Client, Error> {
+    fn node_client(self: &Arc<Self>, node: NodeId) -> Result<Node, Error> {
         let (host, port) = {
             let router = self.router();
             let addr = router.addr(node).ok_or(Error::NoRoute { slot: None })?;
@@ -210,7 +211,7 @@ impl Cluster {
         options.config.port = port;
         // A replica serves reads only after READONLY; harmless on a primary.
         options.config.readonly = self.template.cluster_config.replica_reads;
-        let client = Client::with_options(options)?;
+        let client = Node::start(options)?;
         let client = {
             let mut nodes = self.node_map();
             nodes.entry(key.clone()).or_insert(client).clone()
@@ -236,12 +237,12 @@ impl Cluster {
         for node in wanted {
             let _ = self.node_client(node);
         }
-        let closing: Vec<Client> = {
+        let closing: Vec<Node> = {
             let mut nodes = self.node_map();
             unwanted.iter().filter_map(|k| nodes.remove(k)).collect()
         };
         for client in closing {
-            tokio::spawn(async move { client.shutdown_connection().await });
+            tokio::spawn(async move { client.shutdown().await });
         }
     }
 
@@ -328,17 +329,17 @@ impl Cluster {
     pub(crate) async fn shutdown(&self) {
         self.closed.store(true, Relaxed);
         self.refresh_wake.notify_one();
-        let clients: Vec<Client> = self.node_map().drain().map(|(_, c)| c).collect();
+        let clients: Vec<Node> = self.node_map().drain().map(|(_, c)| c).collect();
         for client in clients {
-            client.shutdown_connection().await;
+            client.shutdown().await;
         }
         self.set_status(PhaseKind::Shutdown, None);
     }
 
     pub(crate) async fn retry(&self) {
-        let clients: Vec<Client> = self.node_map().values().cloned().collect();
+        let clients: Vec<Node> = self.node_map().values().cloned().collect();
         for client in clients {
-            client.retry_connection().await;
+            client.retry().await;
         }
     }
 
@@ -419,8 +420,7 @@ impl Cluster {
                     let remaining = self
                         .tokio_at(deadline)
                         .saturating_duration_since(TokioInstant::now());
-                    let request =
-                        client.request_asking(bytes.clone(), class, Some(remaining), asking);
+                    let request = client.request(bytes.clone(), class, Some(remaining), asking);
                     tokio::pin!(request);
                     let result = if class.may_wait() {
                         request.await
@@ -702,7 +702,7 @@ fn node_key(host: &str, port: u16) -> String {
 /// Waits until a node's connection is ready or has failed once (bounded
 /// by `until`): a fresh connection fails fast while it connects, which
 /// is not a reason to give up on the node.
-async fn first_phase(client: &Client, until: TokioInstant) {
+async fn first_phase(client: &Node, until: TokioInstant) {
     let mut events = client.events();
     // Bounded by `until`.
     loop {
@@ -723,7 +723,7 @@ async fn first_phase(client: &Client, until: TokioInstant) {
 }
 
 /// Reports one node's readiness to the router, for as long as both live.
-async fn watch_node(cluster: Weak<Cluster>, client: Client, node: NodeId, key: String) {
+async fn watch_node(cluster: Weak<Cluster>, client: Node, node: NodeId, key: String) {
     let mut events = client.events();
     let report = |ready: bool, reason: Option<DisconnectReason>| -> bool {
         let Some(cluster) = cluster.upgrade() else {

@@ -38,6 +38,8 @@ mod encoding;
 pub mod error;
 pub mod fallback;
 pub mod health;
+mod node;
+mod options;
 mod seeds;
 pub mod tls;
 pub mod value;

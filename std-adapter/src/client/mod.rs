@@ -28,224 +28,30 @@
 //! write and the core withdraws it). After the write, its reply is
 //! discarded.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use resilis_core::cluster::ClusterConfig;
+use resilis_core::PhaseKind;
 use resilis_core::command::{Class, Route};
 pub use resilis_core::resp::encode::{Expiry, SetCondition};
-use resilis_core::{Config, OfflinePolicy, PhaseKind};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 
 use crate::cluster::{Cluster, ClusterEvent, ClusterHealth};
-use crate::driver::{self, Command, Driver, Reply, Request, TlsSetup};
-use crate::encoding::encode_vec;
+use crate::driver::Reply;
 use crate::error::Error;
-use crate::fallback::{FallbackConfig, expiry_after};
-use crate::health::{Health, Shared, Status};
-use crate::tls::{HostSource, TlsOptions, client_config};
+use crate::fallback::expiry_after;
+use crate::health::{Health, Shared};
+pub use crate::node::MAX_BLOCKING;
+use crate::node::{Node, command_name, down_error_of};
+pub use crate::options::{OfflineMode, Options};
 use crate::value::Value;
-use resilis_core::resp::encode::CommandEncoder;
 
 mod cmd;
 mod typed;
 
 pub use cmd::Cmd;
 pub use typed::SetOptions;
-
-/// What commands do while Redis is unavailable (the core's
-/// [`OfflinePolicy`], which decides).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OfflineMode {
-    /// The seed's behaviour. Before the first attempt fails, commands wait
-    /// for the first connect. Once Redis is known to be unavailable, a GET
-    /// is answered from the fallback cache ([`Source::Fallback`]; a key the
-    /// cache does not hold fails with the reason, unless
-    /// [`FallbackConfig::miss_reads_as_absent`]), and every other command
-    /// fails at once with [`Error::ConnectionDown`] naming the reason: not
-    /// applied, never applied later.
-    #[default]
-    Fallback,
-    /// Every command fails at once with [`Error::ConnectionDown`] while the
-    /// connection is not ready (also before the first connect: use
-    /// [`Client::wait_ready`]).
-    FailFast,
-    /// Commands wait in the bounded offline queue until the connection is
-    /// ready or their deadline passes ([`Error::ConnectionDown`] with the
-    /// reason, or [`Error::Timeout`] when none is known yet).
-    QueueThenFail,
-}
-
-impl OfflineMode {
-    pub(crate) fn policy(self) -> OfflinePolicy {
-        match self {
-            OfflineMode::Fallback => OfflinePolicy::Fallback,
-            OfflineMode::FailFast => OfflinePolicy::FailFast,
-            OfflineMode::QueueThenFail => OfflinePolicy::Queue,
-        }
-    }
-}
-
-/// Everything a client needs: the core's connection config, TLS settings,
-/// the offline mode and the fallback cache's bounds.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub config: Config,
-    pub tls: TlsOptions,
-    pub offline: OfflineMode,
-    pub fallback: FallbackConfig,
-    /// Where `config.host` came from, named by an error about it.
-    pub host_source: HostSource,
-    /// Cluster mode: the seed nodes (`config.host:config.port` is the
-    /// first). Set by a URL naming several nodes (`redis://h1:p1,h2:p2`), by
-    /// `REDIS_CLUSTER_NODES`, or by [`Options::cluster`].
-    pub cluster: Option<Vec<(String, u16)>>,
-    /// How the cluster router behaves (redirect budget, refresh pacing).
-    pub cluster_config: ClusterConfig,
-}
-
-impl Options {
-    /// The seed's variables (`REDIS_URL`, `REDIS_HOST`, `REDIS_PORT`,
-    /// `REDIS_PASSWORD`, `REDIS_TLS`, ...) and the `REDIS_TLS_*` ones. A
-    /// `REDIS_TLS_*` setting on a connection without TLS is refused (see
-    /// [`TlsOptions::check_tls_on`]).
-    pub fn from_env() -> Result<Options, Error> {
-        Options::from_lookup(|name: &str| std::env::var(name).ok())
-    }
-
-    /// [`Options::from_env`] over any source of variables.
-    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Options, Error> {
-        // A REDIS_URL naming several nodes: the core reads the first node's
-        // URL (credentials, options), the others are seeds.
-        let (url_seeds, first_url) = match env("REDIS_URL") {
-            Some(url) => match crate::seeds::split_url(&url)? {
-                (first, Some(seeds)) => (Some(seeds), Some(first)),
-                _ => (None, None),
-            },
-            None => (None, None),
-        };
-        let env = &|name: &str| match (name, &first_url) {
-            ("REDIS_URL", Some(first)) => Some(first.clone()),
-            _ => env(name),
-        };
-        let config = Config::from_env(env)?;
-        let tls = TlsOptions::from_lookup(env)?;
-        tls.check_tls_on(config.tls)?;
-        let mut options = Options::from_config(config).tls(tls);
-        options.host_source = HostSource::of_env(env);
-        if let Some(nodes) = env("REDIS_CLUSTER_NODES") {
-            let seeds = crate::seeds::parse_list("REDIS_CLUSTER_NODES", &nodes)?;
-            let (host, port) = seeds[0].clone();
-            // The first seed is the one the core's config names, unless
-            // REDIS_URL/REDIS_HOST chose one already.
-            if env("REDIS_URL").is_none() && env("REDIS_HOST").is_none() {
-                options.config.host.clear();
-                let _ = options.config.host.push_str(&host);
-                options.config.port = port;
-            }
-            options = options.cluster(seeds);
-        }
-        if let Some(seeds) = url_seeds {
-            options = options.cluster(seeds);
-        }
-        Ok(options)
-    }
-
-    /// A `redis://` or `rediss://` URL; TLS options at their defaults
-    /// (verification against the Mozilla roots): add a CA with `.tls(...)`.
-    /// A URL naming several nodes, `redis://[user:pass@]h1:p1,h2:p2[/db]`,
-    /// is cluster mode with those seeds.
-    pub fn from_url(url: &str) -> Result<Options, Error> {
-        let (first, seeds) = crate::seeds::split_url(url)?;
-        let mut options = Options::from_config(Config::from_url(&first)?);
-        options.host_source = HostSource::Url;
-        if let Some(seeds) = seeds {
-            options = options.cluster(seeds);
-        }
-        Ok(options)
-    }
-
-    pub fn from_config(mut config: Config) -> Options {
-        // This adapter sees the bytes under its TLS handshake, so the core
-        // can tell a plaintext server (silent on a TLS hello) in 3 s
-        // instead of at tls_timeout (10 s). Turn off with
-        // `configure(|c| c.tls_silence_timeout = None)`.
-        if config.tls_silence_timeout.is_none() {
-            config.tls_silence_timeout = Some(resilis_core::Duration::from_secs(3));
-        }
-        // Every element of a reply becomes a `Value` here (32 bytes), ten
-        // times or more the bytes it took on the wire (`_\r\n`, 3 bytes): bound the
-        // elements of one reply so that its Values take no more memory than
-        // `max_frame_len` lets its bytes take (512 MiB / 32 B: 16 777 216
-        // elements by default). Raise with
-        // `configure(|c| c.resp_limits.max_elements = ...)`.
-        if config.resp_limits.max_elements == resilis_core::resp::Limits::REDIS.max_elements {
-            config.resp_limits.max_elements =
-                (config.max_frame_len / std::mem::size_of::<crate::Value>()).max(1);
-        }
-        Options {
-            config,
-            tls: TlsOptions::default(),
-            offline: OfflineMode::default(),
-            fallback: FallbackConfig::default(),
-            host_source: HostSource::Config,
-            cluster: None,
-            cluster_config: ClusterConfig::default(),
-        }
-    }
-
-    /// Cluster mode: send read-only commands to replicas (see
-    /// [`ClusterConfig::replica_reads`]; a read there may not see this
-    /// client's latest write).
-    pub fn replica_reads(mut self, on: bool) -> Self {
-        self.cluster_config.replica_reads = on;
-        self
-    }
-
-    /// Cluster mode, with these seed nodes besides `config`'s host and port
-    /// (any reachable node of the cluster will do; several survive one being
-    /// down). Auth, TLS and timeouts apply to every node.
-    pub fn cluster<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = (S, u16)>) -> Self {
-        let mut all = vec![(self.config.host.as_str().to_owned(), self.config.port)];
-        for (host, port) in seeds {
-            let host = host.into();
-            if !all.iter().any(|(h, p)| *h == host && *p == port) {
-                all.push((host, port));
-            }
-        }
-        self.cluster = Some(all);
-        self
-    }
-
-    pub fn tls(mut self, tls: TlsOptions) -> Self {
-        self.tls = tls;
-        self
-    }
-
-    pub fn offline(mut self, mode: OfflineMode) -> Self {
-        self.offline = mode;
-        self
-    }
-
-    pub fn fallback(mut self, fallback: FallbackConfig) -> Self {
-        self.fallback = fallback;
-        self
-    }
-
-    /// Default deadline of a command (the core's `command_timeout`).
-    pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.config.command_timeout = timeout;
-        self
-    }
-
-    /// Adjusts anything else in the core's config.
-    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        f(&mut self.config);
-        self
-    }
-}
 
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,48 +79,14 @@ impl<T> Sourced<T> {
     }
 }
 
-/// Most connections the blocking pool opens (each carries one blocking
-/// command at a time; more callers share the least busy one, in order).
-pub const MAX_BLOCKING: usize = 4;
-
-struct Handle {
-    tx: mpsc::Sender<Request>,
-    shared: Arc<Shared>,
-}
-
-/// A connection of the blocking pool.
-struct Pooled {
-    tx: mpsc::Sender<Request>,
-    /// Requests sent on it whose answers are not back yet.
-    outstanding: Arc<AtomicUsize>,
-}
-
-/// Counts a request outstanding on a connection while its future lives.
-struct Outstanding(Arc<AtomicUsize>);
-
-impl Outstanding {
-    fn new(counter: &Arc<AtomicUsize>) -> Outstanding {
-        counter.fetch_add(1, Relaxed);
-        Outstanding(counter.clone())
-    }
-}
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
 struct Inner {
-    /// The shared connection's driver; `None` in cluster mode.
-    main: Option<mpsc::Sender<Request>>,
-    /// Status, counters, events and the fallback cache: the connection's,
-    /// or in cluster mode the cluster's as a whole.
-    shared: Arc<Shared>,
+    /// The node of a single-node client; `None` in cluster mode.
+    node: Option<Node>,
     cluster: Option<Arc<Cluster>>,
-    blocking: Mutex<Vec<Pooled>>,
+    /// Status, counters, events and the fallback cache: the node's, or in
+    /// cluster mode the cluster's as a whole.
+    shared: Arc<Shared>,
     options: Options,
-    tls: Option<TlsSetup>,
 }
 
 /// A resilient Redis client: clone it freely, every clone shares one
@@ -332,32 +104,6 @@ impl std::fmt::Debug for Client {
             .field("offline", &self.inner.options.offline)
             .finish_non_exhaustive()
     }
-}
-
-fn spawn(options: &Options, tls: Option<TlsSetup>, shared: Arc<Shared>) -> Result<Handle, Error> {
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-    let mut config = options.config.clone();
-    config.queue.offline = options.offline.policy();
-    let (tx, rx) = mpsc::channel(driver::CHANNEL);
-    let miss_absent = options.fallback.miss_reads_as_absent;
-    runtime.spawn(Driver::new(config, tls, rx, shared.clone(), miss_absent).run());
-    Ok(Handle { tx, shared })
-}
-
-/// Why Redis is unavailable, as of the connection's last event.
-fn down_error_of(status: &Status) -> Error {
-    status.last_reason.map_or_else(Error::down_unknown, |r| {
-        Error::down_said(r, status.server_message.as_deref())
-    })
-}
-
-fn endpoint(config: &Config) -> String {
-    format!(
-        "{}:{}{}",
-        config.host,
-        config.port,
-        if config.tls { " (tls)" } else { "" }
-    )
 }
 
 impl Client {
@@ -378,17 +124,6 @@ impl Client {
     /// does a TLS setting on a connection without TLS.
     pub fn with_options(options: Options) -> Result<Client, Error> {
         options.tls.check_tls_on(options.config.tls)?;
-        let tls = if options.config.tls {
-            Some(TlsSetup {
-                connector: tokio_rustls::TlsConnector::from(client_config(&options.tls)?),
-                server_name: options
-                    .tls
-                    .server_name_for(&options.config.host, options.host_source)?,
-                insecure: options.tls.insecure,
-            })
-        } else {
-            None
-        };
         if let Some(seeds) = &options.cluster {
             let list: Vec<String> = seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect();
             let shared = Arc::new(Shared::new(
@@ -398,25 +133,20 @@ impl Client {
             let cluster = Cluster::start(&options, seeds, shared.clone())?;
             return Ok(Client {
                 inner: Arc::new(Inner {
-                    main: None,
-                    shared,
+                    node: None,
                     cluster: Some(cluster),
-                    blocking: Mutex::new(Vec::new()),
+                    shared,
                     options,
-                    tls,
                 }),
             });
         }
-        let shared = Arc::new(Shared::new(endpoint(&options.config), options.fallback));
-        let main = spawn(&options, tls.clone(), shared)?;
+        let node = Node::start(options.clone())?;
         Ok(Client {
             inner: Arc::new(Inner {
-                main: Some(main.tx),
-                shared: main.shared,
+                shared: node.shared().clone(),
+                node: Some(node),
                 cluster: None,
-                blocking: Mutex::new(Vec::new()),
                 options,
-                tls,
             }),
         })
     }
@@ -486,36 +216,22 @@ impl Client {
     /// Retry at once (after a permanent failure was fixed, or to cut a
     /// backoff short).
     pub async fn retry(&self) {
-        match &self.inner.cluster {
-            Some(cluster) => cluster.retry().await,
-            None => self.retry_connection().await,
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.retry().await;
         }
-    }
-
-    /// This client's own connection (a cluster node's, in cluster mode).
-    pub(crate) async fn retry_connection(&self) {
-        if let Some(tx) = &self.inner.main {
-            let _ = tx.send(Request::Retry).await;
+        if let Some(node) = &self.inner.node {
+            node.retry().await;
         }
     }
 
     /// Closes the connection: queued commands fail as not sent, written ones
     /// as indeterminate. Other clones see [`Error::Shutdown`] afterwards.
     pub async fn shutdown(&self) {
-        match &self.inner.cluster {
-            Some(cluster) => cluster.shutdown().await,
-            None => self.shutdown_connection().await,
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.shutdown().await;
         }
-    }
-
-    /// This client's own connections (a cluster node's, in cluster mode).
-    pub(crate) async fn shutdown_connection(&self) {
-        if let Some(tx) = &self.inner.main {
-            let _ = tx.send(Request::Shutdown).await;
-        }
-        let pool: Vec<_> = self.blocking_pool().iter().map(|h| h.tx.clone()).collect();
-        for tx in pool {
-            let _ = tx.send(Request::Shutdown).await;
+        if let Some(node) = &self.inner.node {
+            node.shutdown().await;
         }
     }
 
@@ -527,49 +243,9 @@ impl Client {
         self.inner.options.fallback.write_through
     }
 
-    fn blocking_pool(&self) -> std::sync::MutexGuard<'_, Vec<Pooled>> {
-        // A panic elsewhere while holding the lock leaves a plain list.
-        self.inner
-            .blocking
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A connection of the blocking pool for one more blocking command: an
-    /// idle one, else a new one (up to [`MAX_BLOCKING`]), else the least busy.
-    fn blocking_handle(&self) -> Result<(mpsc::Sender<Request>, Arc<AtomicUsize>), Error> {
-        let mut pool = self.blocking_pool();
-        let idle = pool.iter().find(|h| h.outstanding.load(Relaxed) == 0);
-        if let Some(h) = idle {
-            return Ok((h.tx.clone(), h.outstanding.clone()));
-        }
-        if pool.len() < MAX_BLOCKING {
-            let mut options = self.inner.options.clone();
-            // A blocking command waits for its connection rather than fail
-            // fast: it was going to wait anyway.
-            options.offline = OfflineMode::QueueThenFail;
-            let shared = Arc::new(Shared::new(
-                endpoint(&options.config),
-                FallbackConfig::default(),
-            ));
-            let handle = spawn(&options, self.inner.tls.clone(), shared)?;
-            pool.push(Pooled {
-                tx: handle.tx,
-                outstanding: Arc::new(AtomicUsize::new(0)),
-            });
-            self.shared()
-                .blocking_connections
-                .store(pool.len() as u64, Relaxed);
-        }
-        let least = pool
-            .iter()
-            .min_by_key(|h| h.outstanding.load(Relaxed))
-            .ok_or(Error::Shutdown)?;
-        Ok((least.tx.clone(), least.outstanding.clone()))
-    }
-
-    /// Sends encoded bytes, on the connection the core's class says, and
-    /// waits for the answer.
+    /// Sends encoded bytes, on the connection the core's class says (in
+    /// cluster mode, the node the core's router says), and waits for the
+    /// answer.
     async fn request(
         &self,
         bytes: Vec<u8>,
@@ -582,113 +258,20 @@ impl Client {
                 why,
             });
         }
-        if let Some(cluster) = &self.inner.cluster {
-            let timeout = timeout.unwrap_or_else(|| self.default_timeout(class));
-            let absent = self.inner.options.fallback.miss_reads_as_absent;
-            return cluster.request(bytes, class, timeout, absent).await;
-        }
-        self.request_asking(bytes, class, timeout, false).await
-    }
-
-    fn default_timeout(&self, class: Class) -> Duration {
-        let config = &self.inner.options.config;
-        if class.blocking() {
-            config.blocking_timeout
-        } else {
-            config.command_timeout
-        }
-    }
-
-    /// The reply's RESP bytes as they came, for a parser in the core.
-    pub(crate) async fn request_raw(
-        &self,
-        bytes: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Reply, Error> {
-        let tx = self.inner.main.as_ref().ok_or(Error::Shutdown)?;
-        let (reply, answer) = oneshot::channel();
-        let command = Command {
-            bytes,
-            timeout,
-            class: Class::READ,
-            reply,
-            raw: true,
-        };
-        tx.send(Request::Command(command))
-            .await
-            .map_err(|_| Error::Shutdown)?;
-        answer.await.unwrap_or(Err(Error::Shutdown))
-    }
-
-    /// Sends on this connection (not routed by a cluster). `asking`: a
-    /// cluster node's `ASKING` goes just before it, with nothing between.
-    pub(crate) async fn request_asking(
-        &self,
-        bytes: Vec<u8>,
-        class: Class,
-        timeout: Option<Duration>,
-        asking: bool,
-    ) -> Result<Reply, Error> {
-        // The shared connection's sender is borrowed (nothing to count on
-        // the hot path); a pool connection's is counted while this waits.
-        let pooled;
-        let main = self.inner.main.as_ref().ok_or(Error::Shutdown)?;
-        let (tx, _outstanding) = match class.route() {
-            Route::Refused { why } => {
-                return Err(Error::Unsupported {
-                    command: command_name(&bytes),
-                    why,
+        match (&self.inner.node, &self.inner.cluster) {
+            (Some(node), _) => node.request(bytes, class, timeout, false).await,
+            (None, Some(cluster)) => {
+                let config = &self.inner.options.config;
+                let timeout = timeout.unwrap_or(if class.blocking() {
+                    config.blocking_timeout
+                } else {
+                    config.command_timeout
                 });
+                let absent = self.inner.options.fallback.miss_reads_as_absent;
+                cluster.request(bytes, class, timeout, absent).await
             }
-            Route::Blocking => {
-                pooled = self.blocking_handle()?;
-                (&pooled.0, Some(Outstanding::new(&pooled.1)))
-            }
-            Route::Shared => (main, None),
-        };
-        let timeout = timeout.unwrap_or_else(|| self.default_timeout(class));
-        let (reply, answer) = oneshot::channel();
-        let command = Command {
-            bytes,
-            timeout,
-            class,
-            reply,
-            raw: false,
-        };
-        // Kept alive until the command's answer: a dropped receiver would
-        // make the driver withdraw ASKING.
-        let mut _asking_answer = None;
-        let request = if asking {
-            let (asking_reply, asking_rx) = oneshot::channel();
-            _asking_answer = Some(asking_rx);
-            Request::Group(vec![
-                Command {
-                    bytes: encode_vec(|b| {
-                        let mut enc = CommandEncoder::new(b, 1);
-                        enc.arg(b"ASKING");
-                        enc.finish()
-                    }),
-                    timeout,
-                    class: Class::READ,
-                    reply: asking_reply,
-                    raw: false,
-                },
-                command,
-            ])
-        } else {
-            Request::Command(command)
-        };
-        // The channel is drained on every wake, so it is rarely full: try the
-        // cheap path first, and wait for room only when there is none (the
-        // driver takes no more than the core has room for).
-        match tx.try_send(request) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(request)) => {
-                tx.send(request).await.map_err(|_| Error::Shutdown)?
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Shutdown),
+            (None, None) => Err(Error::Shutdown),
         }
-        answer.await.unwrap_or(Err(Error::Shutdown))
     }
 
     /// A request whose answer only Redis may give (every command but GET).
@@ -717,20 +300,5 @@ impl Client {
         if self.write_through() {
             self.shared().fallback().cache.remove(key, Instant::now());
         }
-    }
-}
-
-/// The command's name, for an error message.
-fn command_name(bytes: &[u8]) -> String {
-    use resilis_core::resp::{Decoded, Frame, Limits, decode};
-    match decode(bytes, &Limits::REDIS) {
-        Ok(Decoded::Frame {
-            frame: Frame::Array(args),
-            ..
-        }) => match args.iter().next() {
-            Some(Frame::BulkString(name)) => String::from_utf8_lossy(name).to_ascii_uppercase(),
-            _ => String::new(),
-        },
-        _ => String::new(),
     }
 }

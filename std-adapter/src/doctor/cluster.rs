@@ -26,9 +26,7 @@ use super::report::{Status, StepName};
 use super::session::{LIMITS, Session, quote};
 use super::steps::{Diagnosis, Failure, Setup, Trust, Upto, connect, failure};
 
-/// Most nodes the Cluster step reaches, seeds included: enough to see a
-/// cluster's shape, few enough to stay quick on a large one.
-pub(super) const MAX_NODES: usize = 16;
+pub(super) use super::cluster_findings::MAX_NODES;
 
 /// Cluster mode: the per-connection steps on the first seed that answers,
 /// then the Cluster step.

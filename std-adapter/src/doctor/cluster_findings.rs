@@ -19,6 +19,10 @@ use super::steps::redacted_url_with;
 
 /// A slot map as large as any cluster's: as many nodes as the client's
 /// router follows, a range per slot at worst.
+/// Most nodes the Cluster step reaches, seeds included: enough to see a
+/// cluster's shape, few enough to stay quick on a large one.
+pub(super) const MAX_NODES: usize = 16;
+
 pub(super) type Map = Topology<{ crate::cluster::MAX_NODES }, { SLOTS as usize }>;
 
 /// Ranges named in one finding; the rest are counted.
@@ -371,7 +375,7 @@ fn finish(report: ClusterReport, findings: Vec<Finding>, primaries: usize) -> As
             "{} more node{} in the map not checked (the doctor checks at most {})",
             report.not_checked,
             if report.not_checked == 1 { "" } else { "s" },
-            super::cluster::MAX_NODES
+            MAX_NODES
         ));
     }
     let serves = format!(

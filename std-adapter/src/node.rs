@@ -1,0 +1,316 @@
+//! One Redis node: the driver task of its shared, pipelined connection, and
+//! the small pool of connections that carry its blocking commands. A
+//! single-node [`crate::Client`] is one of these; in cluster mode there is
+//! one per node, and the cluster router sends to them.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use resilis_core::command::{Class, Route};
+use resilis_core::resp::encode::CommandEncoder;
+use resilis_core::{Config, Event};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::driver::{self, Command, Driver, Reply, Request, TlsSetup};
+use crate::encoding::encode_vec;
+use crate::error::Error;
+use crate::fallback::FallbackConfig;
+use crate::health::{Health, Shared, Status};
+use crate::options::{OfflineMode, Options};
+use crate::tls::client_config;
+
+/// Most connections the blocking pool opens (each carries one blocking
+/// command at a time; more callers share the least busy one, in order).
+pub const MAX_BLOCKING: usize = 4;
+
+pub(crate) struct Handle {
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+}
+
+/// A connection of the blocking pool.
+struct Pooled {
+    tx: mpsc::Sender<Request>,
+    /// Requests sent on it whose answers are not back yet.
+    outstanding: Arc<AtomicUsize>,
+}
+
+/// Counts a request outstanding on a connection while its future lives.
+struct Outstanding(Arc<AtomicUsize>);
+
+impl Outstanding {
+    fn new(counter: &Arc<AtomicUsize>) -> Outstanding {
+        counter.fetch_add(1, Relaxed);
+        Outstanding(counter.clone())
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+struct NodeInner {
+    main: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    blocking: Mutex<Vec<Pooled>>,
+    options: Options,
+    tls: Option<TlsSetup>,
+}
+
+/// A cheap, cloneable handle to one node's connections.
+#[derive(Clone)]
+pub(crate) struct Node {
+    inner: Arc<NodeInner>,
+}
+
+pub(crate) fn spawn(
+    options: &Options,
+    tls: Option<TlsSetup>,
+    shared: Arc<Shared>,
+) -> Result<Handle, Error> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+    let mut config = options.config.clone();
+    config.queue.offline = options.offline.policy();
+    let (tx, rx) = mpsc::channel(driver::CHANNEL);
+    let miss_absent = options.fallback.miss_reads_as_absent;
+    runtime.spawn(Driver::new(config, tls, rx, shared.clone(), miss_absent).run());
+    Ok(Handle { tx, shared })
+}
+
+/// Why Redis is unavailable, as of the connection's last event.
+pub(crate) fn down_error_of(status: &Status) -> Error {
+    status.last_reason.map_or_else(Error::down_unknown, |r| {
+        Error::down_said(r, status.server_message.as_deref())
+    })
+}
+
+pub(crate) fn endpoint(config: &Config) -> String {
+    format!(
+        "{}:{}{}",
+        config.host,
+        config.port,
+        if config.tls { " (tls)" } else { "" }
+    )
+}
+
+impl Node {
+    /// Starts the node's driver; TLS files are read and checked now.
+    pub(crate) fn start(options: Options) -> Result<Node, Error> {
+        options.tls.check_tls_on(options.config.tls)?;
+        let tls = tls_setup(&options)?;
+        let shared = Arc::new(Shared::new(endpoint(&options.config), options.fallback));
+        let main = spawn(&options, tls.clone(), shared)?;
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                main: main.tx,
+                shared: main.shared,
+                blocking: Mutex::new(Vec::new()),
+                options,
+                tls,
+            }),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    pub(crate) fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.shared.events.subscribe()
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        self.inner.shared.health()
+    }
+
+    pub(crate) async fn retry(&self) {
+        let _ = self.inner.main.send(Request::Retry).await;
+    }
+
+    /// Closes its connections: queued commands fail as not sent, written
+    /// ones as indeterminate.
+    pub(crate) async fn shutdown(&self) {
+        let _ = self.inner.main.send(Request::Shutdown).await;
+        let pool: Vec<_> = self.blocking_pool().iter().map(|h| h.tx.clone()).collect();
+        for tx in pool {
+            let _ = tx.send(Request::Shutdown).await;
+        }
+    }
+
+    pub(crate) fn default_timeout(&self, class: Class) -> Duration {
+        let config = &self.inner.options.config;
+        if class.blocking() {
+            config.blocking_timeout
+        } else {
+            config.command_timeout
+        }
+    }
+
+    fn blocking_pool(&self) -> std::sync::MutexGuard<'_, Vec<Pooled>> {
+        // A panic elsewhere while holding the lock leaves a plain list.
+        self.inner
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection of the blocking pool for one more blocking command: an
+    /// idle one, else a new one (up to [`MAX_BLOCKING`]), else the least busy.
+    fn blocking_handle(&self) -> Result<(mpsc::Sender<Request>, Arc<AtomicUsize>), Error> {
+        let mut pool = self.blocking_pool();
+        let idle = pool.iter().find(|h| h.outstanding.load(Relaxed) == 0);
+        if let Some(h) = idle {
+            return Ok((h.tx.clone(), h.outstanding.clone()));
+        }
+        if pool.len() < MAX_BLOCKING {
+            let mut options = self.inner.options.clone();
+            // A blocking command waits for its connection rather than fail
+            // fast: it was going to wait anyway.
+            options.offline = OfflineMode::QueueThenFail;
+            let shared = Arc::new(Shared::new(
+                endpoint(&options.config),
+                FallbackConfig::default(),
+            ));
+            let handle = spawn(&options, self.inner.tls.clone(), shared)?;
+            pool.push(Pooled {
+                tx: handle.tx,
+                outstanding: Arc::new(AtomicUsize::new(0)),
+            });
+            self.inner
+                .shared
+                .blocking_connections
+                .store(pool.len() as u64, Relaxed);
+        }
+        let least = pool
+            .iter()
+            .min_by_key(|h| h.outstanding.load(Relaxed))
+            .ok_or(Error::Shutdown)?;
+        Ok((least.tx.clone(), least.outstanding.clone()))
+    }
+
+    /// The reply's RESP bytes as they came, for a parser in the core.
+    pub(crate) async fn request_raw(
+        &self,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command {
+            bytes,
+            timeout,
+            class: Class::READ,
+            reply,
+            raw: true,
+        };
+        self.inner
+            .main
+            .send(Request::Command(command))
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        answer.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Sends encoded bytes on the connection the core's class says and waits
+    /// for the answer. `asking`: a cluster node's `ASKING` goes just before
+    /// it, with nothing between.
+    pub(crate) async fn request(
+        &self,
+        bytes: Vec<u8>,
+        class: Class,
+        timeout: Option<Duration>,
+        asking: bool,
+    ) -> Result<Reply, Error> {
+        // The shared connection's sender is borrowed (nothing to count on
+        // the hot path); a pool connection's is counted while this waits.
+        let pooled;
+        let (tx, _outstanding) = match class.route() {
+            Route::Refused { why } => {
+                return Err(Error::Unsupported {
+                    command: command_name(&bytes),
+                    why,
+                });
+            }
+            Route::Blocking => {
+                pooled = self.blocking_handle()?;
+                (&pooled.0, Some(Outstanding::new(&pooled.1)))
+            }
+            Route::Shared => (&self.inner.main, None),
+        };
+        let timeout = timeout.unwrap_or_else(|| self.default_timeout(class));
+        let (reply, answer) = oneshot::channel();
+        let command = Command {
+            bytes,
+            timeout,
+            class,
+            reply,
+            raw: false,
+        };
+        // Kept alive until the command's answer: a dropped receiver would
+        // make the driver withdraw ASKING.
+        let mut _asking_answer = None;
+        let request = if asking {
+            let (asking_reply, asking_rx) = oneshot::channel();
+            _asking_answer = Some(asking_rx);
+            Request::Group(vec![
+                Command {
+                    bytes: encode_vec(|b| {
+                        let mut enc = CommandEncoder::new(b, 1);
+                        enc.arg(b"ASKING");
+                        enc.finish()
+                    }),
+                    timeout,
+                    class: Class::READ,
+                    reply: asking_reply,
+                    raw: false,
+                },
+                command,
+            ])
+        } else {
+            Request::Command(command)
+        };
+        // The channel is drained on every wake, so it is rarely full: try the
+        // cheap path first, and wait for room only when there is none (the
+        // driver takes no more than the core has room for).
+        match tx.try_send(request) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                tx.send(request).await.map_err(|_| Error::Shutdown)?
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Shutdown),
+        }
+        answer.await.unwrap_or(Err(Error::Shutdown))
+    }
+}
+
+/// TLS for a connection to `options.config.host`, when on.
+fn tls_setup(options: &Options) -> Result<Option<TlsSetup>, Error> {
+    if !options.config.tls {
+        return Ok(None);
+    }
+    Ok(Some(TlsSetup {
+        connector: tokio_rustls::TlsConnector::from(client_config(&options.tls)?),
+        server_name: options
+            .tls
+            .server_name_for(&options.config.host, options.host_source)?,
+        insecure: options.tls.insecure,
+    }))
+}
+
+/// The command's name, for an error message.
+pub(crate) fn command_name(bytes: &[u8]) -> String {
+    use resilis_core::resp::{Decoded, Frame, Limits, decode};
+    match decode(bytes, &Limits::REDIS) {
+        Ok(Decoded::Frame {
+            frame: Frame::Array(args),
+            ..
+        }) => match args.iter().next() {
+            Some(Frame::BulkString(name)) => String::from_utf8_lossy(name).to_ascii_uppercase(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
+}
