@@ -22,8 +22,8 @@
 //! failure (indeterminate when some part may have applied).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -109,6 +109,10 @@ pub(crate) struct Cluster {
     /// The router's `changes()`, for the commands that wait.
     changed: watch::Sender<u64>,
     refresh_wake: Arc<Notify>,
+    /// When the refresher will look at the router next (core micros; 0 while
+    /// it is busy refreshing): a publish wakes it only to bring that
+    /// forward, not on every command.
+    refresher_at: Arc<AtomicU64>,
     /// Each node's options: the template with its address.
     template: Options,
     epoch: TokioInstant,
@@ -144,6 +148,7 @@ impl Cluster {
             nodes: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             refresh_wake: Arc::new(Notify::new()),
+            refresher_at: Arc::new(AtomicU64::new(0)),
             template,
             epoch: TokioInstant::now(),
             events: broadcast::channel(256).0,
@@ -187,7 +192,15 @@ impl Cluster {
             *seen = changes;
             moved
         });
-        self.refresh_wake.notify_one();
+        let sleeping_until = self.refresher_at.load(Relaxed);
+        let wanted = router
+            .poll_timeout()
+            .map_or(u64::MAX, CoreInstant::as_micros);
+        // While the refresher is between looks (0), a notification leaves a
+        // permit that makes its next sleep return at once: nothing is missed.
+        if sleeping_until == 0 || wanted < sleeping_until {
+            self.refresh_wake.notify_one();
+        }
     }
 
     /// The client of a node, opened when new.
@@ -799,6 +812,7 @@ async fn refresher(cluster: Weak<Cluster>, wake: Arc<Notify>) {
             if cluster.closed.load(Relaxed) {
                 return;
             }
+            cluster.refresher_at.store(0, Relaxed);
             let now = cluster.now();
             let (ask, next) = {
                 let mut router = cluster.router();
@@ -808,11 +822,13 @@ async fn refresher(cluster: Weak<Cluster>, wake: Arc<Notify>) {
                 cluster.refresh(ask).await;
                 continue;
             }
-            next.map(|at| cluster.tokio_at(at))
+            // Wake at least every second to notice a dropped client.
+            let cap = now + Duration::from_secs(1);
+            let at = next.map_or(cap, |at| at.min(cap));
+            cluster.refresher_at.store(at.as_micros().max(1), Relaxed);
+            cluster.tokio_at(at)
         };
-        // Wake at least every second to notice a dropped client.
-        let cap = TokioInstant::now() + Duration::from_secs(1);
-        let until = next.map_or(cap, |at| at.min(cap));
+        let until = next;
         tokio::select! {
             _ = tokio::time::sleep_until(until) => {}
             _ = wake.notified() => {}
