@@ -418,18 +418,30 @@ impl Cluster {
         let mut changed = self.changed.subscribe();
         let now = self.now();
         let deadline = now + timeout;
-        let (mut attempt, mut step) = {
+        // Whether the node of a Send is known Ready, read under the same
+        // lock as the step: the common case skips waiting for a first phase.
+        let ready = |router: &Router, step: &Step| match *step {
+            Step::Send { node, .. } => router.is_ready(node),
+            _ => false,
+        };
+        let (mut attempt, mut step, stall_after, mut node_ready) = {
             let mut router = self.router();
-            let begun = router.begin(now, class, slots, deadline);
+            let (attempt, step) = router.begin(now, class, slots, deadline);
             self.publish(&router);
-            begun
+            let node_ready = ready(&router, &step);
+            (attempt, step, router.config().stall_after, node_ready)
         };
         let mut last: Option<Result<Reply, Error>> = None;
         for _ in 0..MAX_STEPS {
+            if self.closed.load(Relaxed) {
+                return Err(Error::Shutdown);
+            }
             match step {
                 Step::Send { node, asking } => {
                     let client = self.node_client(node)?;
-                    first_phase(&client, self.tokio_at(deadline)).await;
+                    if !node_ready {
+                        first_phase(&client, self.tokio_at(deadline)).await;
+                    }
                     let remaining = self
                         .tokio_at(deadline)
                         .saturating_duration_since(TokioInstant::now());
@@ -440,7 +452,6 @@ impl Cluster {
                     } else {
                         // A node that sits on a command may hang: the
                         // router wants to know, and keeps waiting.
-                        let stall_after = self.router().config().stall_after;
                         tokio::select! {
                             result = &mut request => result,
                             _ = tokio::time::sleep(stall_after) => {
@@ -479,6 +490,7 @@ impl Cluster {
                         Err(_) => Step::Answer,
                     };
                     self.publish(&router);
+                    node_ready = ready(&router, &step);
                     last = Some(result);
                 }
                 Step::Wait { until } => {
@@ -492,6 +504,7 @@ impl Cluster {
                     changed.borrow_and_update();
                     step = router.resume(now, &mut attempt);
                     self.publish(&router);
+                    node_ready = ready(&router, &step);
                 }
                 Step::Answer => {
                     return last.unwrap_or(Err(Error::NoRoute { slot: attempt.slot }));
