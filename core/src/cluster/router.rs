@@ -914,10 +914,12 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             let _ = self.nodes.push(state);
             return Some(to_id(self.nodes.len() - 1));
         }
-        // Reuse the place of a node the map no longer names.
+        // Reuse the place of a node the map no longer names (asked of the
+        // map itself: while a new map is being taken, roles are not set yet)
+        // and whose connection is not up.
         let free = (0..self.nodes.len()).find(|&i| {
             let n = &self.nodes[i];
-            n.role.is_none() && !n.ready && !self.map_nodes.contains(&to_id(i))
+            !n.ready && self.map.find(n.addr.host.as_str(), n.addr.port).is_none()
         })?;
         self.nodes[free] = state;
         Some(to_id(free))

@@ -32,8 +32,11 @@ fn slots_reply(shards: &[(u16, u16, u16)]) -> Vec<u8> {
 }
 
 fn map(shards: &[(u16, u16, u16)]) -> Map {
-    let bytes = slots_reply(shards);
-    let Ok(Decoded::Frame { frame, .. }) = decode(&bytes, &Limits::REDIS) else {
+    map_from(&slots_reply(shards))
+}
+
+fn map_from(bytes: &[u8]) -> Map {
+    let Ok(Decoded::Frame { frame, .. }) = decode(bytes, &Limits::REDIS) else {
         panic!("bad fixture");
     };
     let mut map = Map::new();
@@ -657,4 +660,242 @@ fn a_write_acknowledged_by_a_hung_node_waits_for_the_map_to_confirm_it() {
     let (mut g, _) = r.begin(ms(3_000), Class::READ, SlotsOf::One(100), ms(6_000));
     r.handle_node_stalled(ms(4_000), hung);
     assert_eq!(r.on_reply(ms(4_100), &mut g, None), Step::Answer);
+}
+
+#[test]
+fn counters_count_what_happened() {
+    let mut r = ready_router(ClusterConfig::default());
+    assert_eq!(r.stats().refreshes, 1);
+    assert_eq!(r.stats().maps_taken, 1);
+    let (mut a, _) = r.begin(ms(10), CLASS_SET, SlotsOf::One(42), ms(5_000));
+    let moved = ClusterReply::Moved {
+        slot: 42,
+        host: "127.0.0.1",
+        port: 7002,
+    };
+    r.on_reply(ms(10), &mut a, Some(moved));
+    let ask = ClusterReply::Ask {
+        slot: 42,
+        host: "127.0.0.1",
+        port: 7003,
+    };
+    r.on_reply(ms(10), &mut a, Some(ask));
+    r.on_reply(ms(10), &mut a, Some(ClusterReply::TryAgain));
+    let lost = Outcome::Indeterminate(IndeterminateCause::ConnectionLost(
+        DisconnectReason::PingTimeout,
+    ));
+    r.on_outcome(ms(20), &mut a, lost);
+    let stats = r.stats();
+    assert_eq!(
+        (
+            stats.moved,
+            stats.ask,
+            stats.retries,
+            stats.rerouted_after_loss
+        ),
+        (1, 1, 1, 1)
+    );
+}
+
+#[test]
+fn becoming_ready_asks_for_nothing_and_a_new_reason_is_kept() {
+    let mut r = ready_router(ClusterConfig::default());
+    // The map was taken while its nodes were still connecting: one more
+    // look, then only the periodic check.
+    let at = r.poll_timeout().unwrap();
+    r.poll_refresh(at).unwrap();
+    assert_eq!(r.handle_refresh(at, &[&three()]), Refreshed::Unchanged);
+    assert_eq!(r.poll_timeout(), Some(at + Duration::from_secs(60)));
+    let node = r.node_id("127.0.0.1", 7002).unwrap();
+    let refused = DisconnectReason::Transport(TransportError::Refused);
+    let changes = r.changes();
+    r.handle_node_phase(ms(100), node, false, Some(DisconnectReason::PingTimeout));
+    assert_eq!(r.reason(node), Some(DisconnectReason::PingTimeout));
+    r.handle_node_phase(ms(200), node, false, Some(refused));
+    assert_eq!(r.reason(node), Some(refused), "the latest reason");
+    assert_eq!(r.changes(), changes + 2);
+    // The same news twice changes nothing.
+    r.handle_node_phase(ms(300), node, false, Some(refused));
+    assert_eq!(r.changes(), changes + 2);
+    // Back up: used again, although its last failure is remembered.
+    r.handle_node_phase(ms(400), node, true, None);
+    let (_, step) = r.begin(ms(401), CLASS_SET, SlotsOf::One(6000), ms(5_000));
+    assert_eq!(send_port(&r, step), (7002, false));
+    // A replica that leaves asks for a look; coming back asks for nothing.
+    let at = r.poll_timeout().unwrap();
+    r.poll_refresh(at).unwrap();
+    r.handle_refresh(at, &[&three()]);
+    let replica = r.node_id("127.0.0.1", 7101).unwrap();
+    r.handle_node_phase(ms(1_000), replica, true, None);
+    r.handle_node_phase(ms(1_001), replica, false, Some(refused));
+    let at = r.poll_timeout().unwrap();
+    assert!(at < ms(1_200), "{at:?}");
+    r.poll_refresh(at).unwrap();
+    r.handle_refresh(at, &[&three()]);
+    let periodic = r.poll_timeout().unwrap();
+    assert!(periodic >= at + Duration::from_secs(59), "{periodic:?}");
+    r.handle_node_phase(ms(1_500), replica, true, None);
+    assert_eq!(r.poll_timeout(), Some(periodic));
+}
+
+#[test]
+fn a_rerouted_write_that_then_times_out_may_have_run() {
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(0), CLASS_SET, SlotsOf::One(100), ms(3_000));
+    let reason = DisconnectReason::Transport(TransportError::Reset);
+    let lost = Outcome::Indeterminate(IndeterminateCause::ConnectionLost(reason));
+    assert!(matches!(
+        r.on_outcome(ms(10), &mut a, lost),
+        Step::Wait { .. }
+    ));
+    let at = r.poll_timeout().unwrap();
+    r.poll_refresh(at).unwrap();
+    let after = map(&[(0, 5460, 7101), (5461, 10922, 7002), (10923, 16383, 7003)]);
+    r.handle_refresh(at, &[&after]);
+    let step = r.resume(at, &mut a);
+    assert_eq!(send_port(&r, step), (7101, false));
+    assert_eq!(
+        r.on_outcome(ms(3_000), &mut a, Outcome::TimedOut),
+        Step::Fail(Failure::Outcome(Outcome::Indeterminate(
+            IndeterminateCause::ConnectionLost(reason)
+        )))
+    );
+    // Under FailFast too: a lost resend-safe write is never "not applied".
+    let mut r = ready_router(ClusterConfig {
+        offline: OfflinePolicy::FailFast,
+        ..ClusterConfig::default()
+    });
+    let (mut a, _) = r.begin(ms(0), CLASS_SET, SlotsOf::One(100), ms(3_000));
+    assert_eq!(
+        r.on_outcome(ms(10), &mut a, lost),
+        Step::Fail(Failure::Outcome(lost))
+    );
+}
+
+#[test]
+fn replica_reads_take_turns_over_the_replicas() {
+    // One shard, two replicas (7101, 7201).
+    let reply = b"*1\r\n*5\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7001\r\n\
+        *2\r\n$9\r\n127.0.0.1\r\n:7101\r\n*2\r\n$9\r\n127.0.0.1\r\n:7201\r\n";
+    let view = map_from(reply);
+    let mut r = Router::new(
+        ClusterConfig {
+            replica_reads: true,
+            ..ClusterConfig::default()
+        },
+        [("127.0.0.1", 7001)],
+    );
+    r.poll_refresh(ms(0)).unwrap();
+    r.handle_refresh(ms(0), &[&view]);
+    for port in [7001, 7101, 7201] {
+        let id = r.node_id("127.0.0.1", port).unwrap();
+        r.handle_node_phase(ms(1), id, true, None);
+    }
+    let mut ports = Vec::new();
+    for _ in 0..4 {
+        let (_, step) = r.begin(ms(2), Class::READ, SlotsOf::One(9), ms(5_000));
+        ports.push(send_port(&r, step).0);
+    }
+    assert!(ports.iter().all(|&p| p == 7101 || p == 7201), "{ports:?}");
+    assert!(ports.windows(2).all(|w| w[0] != w[1]), "in turn: {ports:?}");
+}
+
+#[test]
+fn a_map_read_at_the_instant_of_the_reply_does_not_confirm_it() {
+    let mut r = ready_router(ClusterConfig::default());
+    let hung = r.node_id("127.0.0.1", 7001).unwrap();
+    let (mut a, _) = r.begin(ms(1_000), CLASS_INCR, SlotsOf::One(100), ms(6_000));
+    r.handle_node_stalled(ms(2_000), hung);
+    r.poll_refresh(ms(2_000)).unwrap();
+    assert!(matches!(
+        r.on_reply(ms(2_050), &mut a, None),
+        Step::Wait { .. }
+    ));
+    r.handle_refresh(ms(2_050), &[&three()]);
+    assert!(matches!(r.resume(ms(2_050), &mut a), Step::Wait { .. }));
+}
+
+#[test]
+fn a_deadline_says_no_route_or_timed_out_by_what_was_known() {
+    // No map at all: no route.
+    let mut r = Router::new(ClusterConfig::default(), [("127.0.0.1", 7001)]);
+    let (mut a, _) = r.begin(ms(0), CLASS_SET, SlotsOf::One(100), ms(1_000));
+    assert_eq!(
+        r.resume(ms(1_000), &mut a),
+        Step::Fail(Failure::NoRoute { slot: Some(100) })
+    );
+    // A slot no shard serves: no route.
+    let mut r = Router::new(ClusterConfig::default(), [("127.0.0.1", 7001)]);
+    r.poll_refresh(ms(0)).unwrap();
+    r.handle_refresh(ms(0), &[&map(&[(200, 16383, 7001)])]);
+    let (mut a, step) = r.begin(ms(1), CLASS_SET, SlotsOf::One(100), ms(1_000));
+    assert_eq!(step, Step::Wait { until: ms(1_000) });
+    assert_eq!(
+        r.resume(ms(1_000), &mut a),
+        Step::Fail(Failure::NoRoute { slot: Some(100) })
+    );
+    // Served, but refused (READONLY) until the deadline, no failure known.
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(0), CLASS_SET, SlotsOf::One(100), ms(1_000));
+    assert!(matches!(
+        r.on_reply(ms(0), &mut a, Some(ClusterReply::ReadOnly)),
+        Step::Wait { .. }
+    ));
+    assert_eq!(
+        r.resume(ms(1_000), &mut a),
+        Step::Fail(Failure::Outcome(Outcome::TimedOut))
+    );
+}
+
+#[test]
+fn a_moved_to_a_new_node_adds_it_to_the_map() {
+    let mut r = ready_router(ClusterConfig::default());
+    let (mut a, _) = r.begin(ms(10), CLASS_SET, SlotsOf::One(42), ms(5_000));
+    let moved = ClusterReply::Moved {
+        slot: 42,
+        host: "127.0.0.1",
+        port: 7009,
+    };
+    let step = r.on_reply(ms(10), &mut a, Some(moved));
+    assert_eq!(send_port(&r, step), (7009, false));
+    let new = r.node_id("127.0.0.1", 7009).unwrap();
+    assert_eq!(r.primary_for(42), Some(new));
+    assert_eq!(r.role(new), Some(Role::Primary));
+    assert!(r.wanted(new));
+}
+
+#[test]
+fn a_full_node_table_gives_up_places_the_map_no_longer_names() {
+    type Small = ClusterRouter<4, 64>;
+    let mut r = Small::new(ClusterConfig::default(), [("127.0.0.1", 7000)]);
+    r.poll_refresh(ms(0)).unwrap();
+    // Two primaries and their replicas: the seed (not in the map) gives
+    // its place up to the fourth.
+    let view: Topology<4, 64> = {
+        let bytes = slots_reply(&[(0, 8000, 7001), (8001, 16383, 7002)]);
+        let Ok(Decoded::Frame { frame, .. }) = decode(&bytes, &Limits::REDIS) else {
+            panic!("bad fixture")
+        };
+        let mut m = Topology::new();
+        m.parse_slots(&frame, "127.0.0.1").unwrap();
+        m
+    };
+    assert!(matches!(
+        r.handle_refresh(ms(0), &[&view]),
+        Refreshed::Changed { .. }
+    ));
+    for port in [7001, 7002, 7101, 7102] {
+        assert!(r.node_id("127.0.0.1", port).is_some(), "{port}");
+    }
+    assert_eq!(r.node_id("127.0.0.1", 7000), None);
+    assert_eq!(r.primary_for(0), r.node_id("127.0.0.1", 7001));
+    assert_eq!(r.primary_for(16383), r.node_id("127.0.0.1", 7002));
+    // Full of nodes the map names: a MOVED elsewhere is the answer as is.
+    let (mut a, _) = r.begin(ms(1), CLASS_SET, SlotsOf::One(1), ms(5_000));
+    let moved = ClusterReply::Moved {
+        slot: 1,
+        host: "127.0.0.1",
+        port: 7009,
+    };
+    assert_eq!(r.on_reply(ms(1), &mut a, Some(moved)), Step::Answer);
 }
