@@ -899,3 +899,91 @@ fn a_full_node_table_gives_up_places_the_map_no_longer_names() {
     };
     assert_eq!(r.on_reply(ms(1), &mut a, Some(moved)), Step::Answer);
 }
+
+#[test]
+fn refreshes_ask_ready_primaries_first_in_turn_and_never_a_hung_one_first() {
+    let mut r = ready_router(ClusterConfig::default());
+    let down = r.node_id("127.0.0.1", 7001).unwrap();
+    let hung = r.node_id("127.0.0.1", 7002).unwrap();
+    let fine = r.node_id("127.0.0.1", 7003).unwrap();
+    r.handle_node_phase(ms(10), down, false, Some(DisconnectReason::PingTimeout));
+    r.handle_node_stalled(ms(10), hung);
+    let replicas: Vec<NodeId> = [7101, 7102, 7103]
+        .iter()
+        .map(|&p| r.node_id("127.0.0.1", p).unwrap())
+        .collect();
+    for &id in &replicas {
+        r.handle_node_phase(ms(11), id, true, None);
+    }
+    let mut firsts = Vec::new();
+    let mut now = ms(100);
+    for _ in 0..12 {
+        let at = r.poll_timeout().unwrap().max(now);
+        let ask = r
+            .poll_refresh(at)
+            .expect("degraded: refreshed every interval");
+        assert_eq!(ask.nodes.len(), 3);
+        // The one ready, unsuspected primary, then ready replicas.
+        assert_eq!(ask.nodes[0], fine, "{:?}", ask.nodes);
+        assert!(
+            ask.nodes[1..].iter().all(|n| replicas.contains(n)),
+            "{:?}",
+            ask.nodes
+        );
+        assert!(!ask.nodes.contains(&hung) && !ask.nodes.contains(&down));
+        firsts.push(ask.nodes[1]);
+        r.handle_refresh(at, &[&three()]);
+        now = at;
+    }
+    firsts.sort();
+    firsts.dedup();
+    assert!(firsts.len() >= 2, "the replicas take turns: {firsts:?}");
+}
+
+#[test]
+fn keyless_commands_skip_primaries_that_are_down() {
+    let mut r = ready_router(ClusterConfig::default());
+    let down = r.node_id("127.0.0.1", 7002).unwrap();
+    r.handle_node_phase(ms(10), down, false, Some(DisconnectReason::PingTimeout));
+    for _ in 0..9 {
+        let (_, step) = r.begin(ms(11), Class::READ, SlotsOf::Keyless, ms(5_000));
+        let (port, _) = send_port(&r, step);
+        assert!(port == 7001 || port == 7003, "{port}");
+    }
+    // Replicas never take keyless commands.
+    for port in [7101, 7102, 7103] {
+        let id = r.node_id("127.0.0.1", port).unwrap();
+        r.handle_node_phase(ms(12), id, true, None);
+    }
+    for _ in 0..9 {
+        let (_, step) = r.begin(ms(13), Class::READ, SlotsOf::Keyless, ms(5_000));
+        assert!(send_port(&r, step).0 < 7100);
+    }
+}
+
+#[test]
+fn the_jitter_spreads_refreshes_over_the_jitter_window() {
+    let mut r = ready_router(ClusterConfig::default());
+    let node = r.node_id("127.0.0.1", 7001).unwrap();
+    r.handle_node_phase(ms(10), node, false, Some(DisconnectReason::PingTimeout));
+    let mut gaps = Vec::new();
+    let mut last = r.poll_timeout().unwrap();
+    r.poll_refresh(last).unwrap();
+    for _ in 0..200 {
+        r.handle_refresh(last, &[&three()]);
+        let at = r.poll_timeout().unwrap();
+        gaps.push((at - last).as_micros());
+        r.poll_refresh(at).unwrap();
+        last = at;
+    }
+    assert!(
+        gaps.iter().all(|&g| (100_000..=150_000).contains(&g)),
+        "{gaps:?}"
+    );
+    let spread = gaps.iter().max().unwrap() - gaps.iter().min().unwrap();
+    assert!(spread > 40_000, "spread {spread} µs");
+    let mut distinct = gaps.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() > 150, "{} distinct gaps", distinct.len());
+}
