@@ -69,8 +69,14 @@ pub struct ClusterConfig {
     /// doubles at each repeat, up to 16 times this.
     pub retry_delay: Duration,
     /// Least time between two refreshes of the slot map. Also how often it
-    /// is refreshed while a primary of the map is unavailable.
+    /// is refreshed while a primary of the map is unavailable or hangs, so
+    /// that the promotion of its replica is seen within about this long.
     pub refresh_interval: Duration,
+    /// After a MOVED (already patched into the map), the refresh that checks
+    /// for more moved slots waits at least this long since the last one: a
+    /// resharding's stream of MOVEDs costs about one map read per this, not
+    /// one per interval.
+    pub moved_refresh_after: Duration,
     /// Up to this much is added to each interval, from the seeded generator.
     pub refresh_jitter: Duration,
     /// A node that has not answered a refresh by then is not waited for.
@@ -92,7 +98,10 @@ pub struct ClusterConfig {
     /// or `DEBUG SLEEP`, or behind a silent partition, sends no MOVED and
     /// may be replaced by its replica long before its connection's ping
     /// timeout. The map is then refreshed every interval until the node
-    /// answers again or is replaced.
+    /// answers again or is replaced, and new commands for it wait instead of
+    /// being written: Redis runs one command at a time, so they would have
+    /// waited behind the slow one anyway, and if the node is replaced they
+    /// go to its successor instead of ending indeterminate.
     pub stall_after: Duration,
     /// Seed of the jitter generator (set it from the OS in an adapter; fix
     /// it in tests).
@@ -104,14 +113,15 @@ impl Default for ClusterConfig {
         ClusterConfig {
             redirect_budget: 5,
             retry_delay: Duration::from_millis(10),
-            refresh_interval: Duration::from_millis(100),
-            refresh_jitter: Duration::from_millis(50),
+            refresh_interval: Duration::from_millis(50),
+            moved_refresh_after: Duration::from_secs(1),
+            refresh_jitter: Duration::from_millis(25),
             refresh_timeout: Duration::from_secs(1),
             periodic_refresh: Duration::from_secs(60),
             views: 3,
             offline: OfflinePolicy::Fallback,
             replica_reads: false,
-            stall_after: Duration::from_secs(1),
+            stall_after: Duration::from_millis(500),
             seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -715,6 +725,12 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             return self.send(attempt, replica, false);
         }
         match target {
+            Some(node) if self.is_stalled(node) => {
+                // Held, not written: see `ClusterConfig::stall_after`.
+                return Step::Wait {
+                    until: attempt.deadline,
+                };
+            }
             Some(node) if self.is_ready(node) => return self.send(attempt, node, false),
             // A node never tried yet (a new primary, a seed): the adapter
             // opens its connection and sends once it is up.
@@ -743,11 +759,20 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
         }
     }
 
-    /// A node answered: it does not hang.
+    /// A node answered: it does not hang, and what waited for it goes on.
     fn answered(&mut self, node: Option<NodeId>) {
-        if let Some(n) = node.and_then(|n| self.nodes.get_mut(usize::from(n.0))) {
+        if let Some(n) = node.and_then(|n| self.nodes.get_mut(usize::from(n.0)))
+            && n.stalled
+        {
             n.stalled = false;
+            self.changes += 1;
         }
+    }
+
+    fn is_stalled(&self, node: NodeId) -> bool {
+        self.nodes
+            .get(usize::from(node.0))
+            .is_some_and(|n| n.stalled)
     }
 
     fn reads_replicas(&self, attempt: &Attempt) -> bool {
@@ -891,7 +916,7 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             self.generation += 1;
             self.changes += 1;
         }
-        self.want_refresh(now);
+        self.want_refresh_after(now, self.config.moved_refresh_after);
         Some(node)
     }
 
@@ -1021,6 +1046,12 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
     /// Asks for a refresh as soon as the interval since the last allows,
     /// plus jitter.
     fn want_refresh(&mut self, now: Instant) {
+        self.want_refresh_after(now, self.config.refresh_interval);
+    }
+
+    /// Asks for a refresh `interval` (plus jitter) after the last one, or
+    /// now.
+    fn want_refresh_after(&mut self, now: Instant, interval: Duration) {
         let earliest = match self.last_refresh {
             Some(last) => {
                 let jitter = micros_of(self.config.refresh_jitter);
@@ -1029,7 +1060,7 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
                 } else {
                     self.next_random() % (jitter + 1)
                 };
-                (last + self.config.refresh_interval + Duration::from_micros(extra)).max(now)
+                (last + interval + Duration::from_micros(extra)).max(now)
             }
             None => now,
         };
