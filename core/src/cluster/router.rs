@@ -49,6 +49,9 @@ use crate::{DisconnectReason, Duration, Instant, OfflinePolicy};
 
 /// Most nodes asked for their view in one refresh.
 pub const MAX_VIEWS: usize = 5;
+/// MOVED patches remembered to re-apply over a map read that began before
+/// them.
+const RECENT_PATCHES: usize = 16;
 
 /// A node in the router's table. Stable while the node is known; an adapter
 /// keys its connections by the node's address ([`ClusterRouter::addr`]).
@@ -291,6 +294,11 @@ pub struct ClusterRouter<const NODES: usize, const RANGES: usize> {
     last_refresh: Option<Instant>,
     /// When a refresh last settled on a map (taken, or agreed unchanged).
     last_map_read: Option<Instant>,
+    /// MOVED patches (slot, node, when), newest last: a map read that
+    /// started before a patch is older news for that slot, and the patch is
+    /// applied again on top of it (a slot that moves often must not flip
+    /// back to its old owner at every refresh).
+    patches: Vec<(u16, NodeId, Instant), RECENT_PATCHES>,
     next_periodic: Option<Instant>,
     command: MapCommand,
     rng: u64,
@@ -314,6 +322,7 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             refresh_due: Some(Instant::ZERO),
             last_refresh: None,
             last_map_read: None,
+            patches: Vec::new(),
             next_periodic: None,
             command: MapCommand::Shards,
             rng: config.seed | 1,
@@ -684,6 +693,7 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
                 Ok(i) => {
                     self.map.clone_from(views[i]);
                     self.adopt();
+                    self.reapply_patches();
                     self.stats.maps_taken += 1;
                     Refreshed::Changed {
                         generation: self.generation,
@@ -915,6 +925,10 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
             self.set_role(node, Some(Role::Primary));
             self.generation += 1;
             self.changes += 1;
+            if self.patches.is_full() {
+                self.patches.remove(0);
+            }
+            let _ = self.patches.push((slot, node, now));
         }
         self.want_refresh_after(now, self.config.moved_refresh_after);
         Some(node)
@@ -948,6 +962,27 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
         })?;
         self.nodes[free] = state;
         Some(to_id(free))
+    }
+
+    /// MOVEDs that came after the refresh just taken began are newer than
+    /// it: applied again. Older ones are forgotten.
+    fn reapply_patches(&mut self) {
+        let Some(started) = self.last_refresh else {
+            return;
+        };
+        self.patches.retain(|&(_, _, at)| at >= started);
+        for i in 0..self.patches.len() {
+            let (slot, node, _) = self.patches[i];
+            let Some((host, port)) = self.addr(node).map(|a| (a.host.clone(), a.port)) else {
+                continue;
+            };
+            if let Ok(at) = self.map.assign(slot, host.as_str(), port) {
+                if usize::from(at) == self.map_nodes.len() {
+                    let _ = self.map_nodes.push(node);
+                }
+                self.set_role(node, Some(Role::Primary));
+            }
+        }
     }
 
     /// A map was taken: learn its nodes and roles.

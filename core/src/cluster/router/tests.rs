@@ -1012,3 +1012,41 @@ fn commands_for_a_hung_node_wait_instead_of_being_written() {
     let step = r.resume(ms(1_700), &mut held);
     assert_eq!(send_port(&r, step), (7001, false));
 }
+
+#[test]
+fn a_map_read_older_than_a_moved_does_not_undo_it() {
+    let mut r = ready_router(ClusterConfig::default());
+    // A refresh begins...
+    let at = r.poll_timeout().unwrap();
+    r.poll_refresh(at).unwrap();
+    // ...a MOVED says slot 42 is now 7002's...
+    let (mut a, _) = r.begin(at, CLASS_SET, SlotsOf::One(42), at + Duration::from_secs(5));
+    let moved = ClusterReply::Moved {
+        slot: 42,
+        host: "127.0.0.1",
+        port: 7002,
+    };
+    r.on_reply(at, &mut a, Some(moved));
+    // ...and the views, read before it, still say 7001 (and move another
+    // slot): the map is taken, the newer MOVED stays.
+    let view = map(&[
+        (0, 40, 7001),
+        (41, 5460, 7003),
+        (5461, 10922, 7002),
+        (10923, 16383, 7003),
+    ]);
+    assert!(matches!(
+        r.handle_refresh(at, &[&view]),
+        Refreshed::Changed { .. }
+    ));
+    assert_eq!(r.primary_for(42), r.node_id("127.0.0.1", 7002));
+    assert_eq!(r.primary_for(41), r.node_id("127.0.0.1", 7003));
+    // A later read is newer than the patch: it wins.
+    let next = r.poll_timeout().unwrap().max(at + Duration::from_millis(1));
+    r.poll_refresh(next).unwrap();
+    assert!(matches!(
+        r.handle_refresh(next, &[&view]),
+        Refreshed::Changed { .. }
+    ));
+    assert_eq!(r.primary_for(42), r.node_id("127.0.0.1", 7003));
+}
