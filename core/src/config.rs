@@ -154,6 +154,12 @@ pub struct Config {
     /// Send `READONLY` in the handshake: a connection to a cluster replica
     /// that serves reads (a cluster router sets it; off for one node).
     pub readonly: bool,
+    /// This connection carries only subscriptions (RESP2 pub/sub, where a
+    /// subscribed connection takes no other command): the pub/sub arrays
+    /// it receives (`message`, `subscribe`...) are pushes, not replies.
+    /// Set by adapters for the dedicated subscriber connection; off for
+    /// every other (a reply to LRANGE may look like one).
+    pub subscriber: bool,
     /// TCP connect (the seed's `connectTimeout: 30000`).
     pub connect_timeout: Duration,
     /// TLS handshake, once TCP is up.
@@ -219,6 +225,7 @@ impl Default for Config {
             protocol: Protocol::Resp3,
             client_name: String::new(),
             readonly: false,
+            subscriber: false,
             connect_timeout: Duration::from_secs(30),
             tls_timeout: Duration::from_secs(10),
             tls_silence_timeout: None,

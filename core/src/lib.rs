@@ -63,6 +63,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod conn;
+pub mod pubsub;
 pub mod reason;
 pub mod resp;
 pub mod time;

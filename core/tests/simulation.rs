@@ -123,7 +123,7 @@ proptest! {
                                 prop_assert!(resolved.insert(id), "resolved twice");
                                 pos += consumed;
                             }
-                            Received::Push { consumed, .. } | Received::Internal { consumed } => {
+                            Received::Push { consumed, .. } | Received::PubSubRefused { consumed, .. } | Received::Internal { consumed } => {
                                 prop_assert!(consumed > 0 && pos + consumed <= bytes.len());
                                 pos += consumed;
                             }

@@ -72,6 +72,11 @@ pub enum IndeterminateCause {
 pub(crate) enum SlotKind {
     Command(Class),
     Ping,
+    /// A pub/sub request written outside the FIFO: its answers are
+    /// `remaining` confirmations (pushes), or one error reply.
+    PubSub {
+        remaining: u16,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +106,7 @@ impl Slot {
     fn class(&self) -> Option<Class> {
         match self.kind {
             SlotKind::Command(class) => Some(class),
-            SlotKind::Ping => None,
+            SlotKind::Ping | SlotKind::PubSub { .. } => None,
         }
     }
 
@@ -153,6 +158,8 @@ pub(crate) enum Matched {
     },
     /// A reply to a command already resolved (timed out, cancelled).
     Abandoned,
+    /// The error reply to a pub/sub request.
+    PubSub,
 }
 
 /// Why a submit was refused by the queue.
@@ -308,6 +315,50 @@ impl<const N: usize> Commands<N> {
         let _ = self.in_flight.push_back(slot);
     }
 
+    /// A pub/sub request written (its confirmations will consume it).
+    /// Returns false when no slot is free.
+    pub(crate) fn push_pubsub(&mut self, now: Instant, confirmations: u16) -> bool {
+        if self.room() == 0 || confirmations == 0 {
+            return false;
+        }
+        let slot = Slot {
+            id: CommandId(0),
+            deadline: Instant::from_micros(u64::MAX),
+            len: 0,
+            kind: SlotKind::PubSub {
+                remaining: confirmations,
+            },
+            state: SlotState::Live,
+            written_at: now,
+            written_before: false,
+            reply_started: false,
+        };
+        self.in_flight.push_back(slot).is_ok()
+    }
+
+    /// Whether the oldest request in flight is a pub/sub request.
+    pub(crate) fn pubsub_in_front(&self) -> bool {
+        self.in_flight
+            .front()
+            .is_some_and(|s| matches!(s.kind, SlotKind::PubSub { .. }))
+    }
+
+    /// A pub/sub confirmation arrived: it answers the oldest request in
+    /// flight when that is a pub/sub request (confirmations come in order
+    /// with replies); a confirmation nobody asked for (the server dropping
+    /// a shard channel) consumes nothing.
+    pub(crate) fn pubsub_confirmed(&mut self) {
+        let Some(slot) = self.in_flight.front_mut() else {
+            return;
+        };
+        if let SlotKind::PubSub { remaining } = &mut slot.kind {
+            *remaining = remaining.saturating_sub(1);
+            if *remaining == 0 {
+                self.in_flight.pop_front();
+            }
+        }
+    }
+
     pub(crate) fn ping_outstanding(&self) -> bool {
         self.in_flight
             .iter()
@@ -332,6 +383,7 @@ impl<const N: usize> Commands<N> {
                 sent_at: slot.written_at,
             },
             (SlotKind::Command(_), _) => Matched::Command(slot.id),
+            (SlotKind::PubSub { .. }, _) => Matched::PubSub,
         })
     }
 

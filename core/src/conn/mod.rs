@@ -34,6 +34,7 @@ pub use handshake::{HandshakeStep, ServerVersion};
 
 use crate::backoff::{Backoff, Step};
 use crate::config::{Config, OfflinePolicy, Protocol};
+use crate::pubsub::PubSubFrame;
 use crate::reason::{
     DisconnectReason, FailureClass, HandshakeError, TlsEvidence, TransportError,
     classify_handshake_error, looks_like_tls,
@@ -243,8 +244,16 @@ pub enum Received<'a> {
         frame: Frame<'a>,
         consumed: usize,
     },
-    /// An out-of-band push (RESP3 `>`), not a reply.
+    /// An out-of-band push (RESP3 `>`; on a
+    /// [`subscriber`](crate::Config::subscriber) connection also a RESP2
+    /// pub/sub array), not a reply. Pub/sub ones go to
+    /// [`Subscriptions::handle_push`](crate::pubsub::Subscriptions::handle_push).
     Push { frame: Frame<'a>, consumed: usize },
+    /// The error reply to a pub/sub request (see
+    /// [`handle_pubsub_written`](Connection::handle_pubsub_written)): for
+    /// [`Subscriptions::handle_refused`](crate::pubsub::Subscriptions::handle_refused).
+    /// The connection is fine.
+    PubSubRefused { frame: Frame<'a>, consumed: usize },
     /// Bytes the core used itself (handshake, PING, the reply to a command
     /// already resolved as timed out).
     Internal { consumed: usize },
@@ -716,8 +725,22 @@ impl<const N: usize> Connection<N> {
             self.handshake_reply(now, &frame);
             return Received::Internal { consumed };
         }
-        if let Frame::Push(_) = frame {
+        let pubsub = match frame {
+            Frame::Push(_) => Some(PubSubFrame::parse(&frame)),
+            Frame::Array(_) if self.config.subscriber => PubSubFrame::parse(&frame).map(Some),
+            _ => None,
+        };
+        if let Some(parsed) = pubsub {
+            if parsed.is_some_and(|p| p.is_confirmation()) {
+                self.commands.pubsub_confirmed();
+            }
             return Received::Push { frame, consumed };
+        }
+        if self.commands.pubsub_in_front() && frame.error_text().is_none() {
+            // A pub/sub request is answered by confirmations or an error,
+            // never by a reply: the stream is not what we think it is.
+            self.fail(now, DisconnectReason::UnexpectedReply, true);
+            return Received::Discard;
         }
         match self.commands.pop_reply() {
             Some(Matched::Command(id)) => {
@@ -734,6 +757,7 @@ impl<const N: usize> Connection<N> {
                 Received::Internal { consumed }
             }
             Some(Matched::Abandoned) => Received::Internal { consumed },
+            Some(Matched::PubSub) => Received::PubSubRefused { frame, consumed },
             None => {
                 self.fail(now, DisconnectReason::UnexpectedReply, true);
                 Received::Discard
@@ -831,6 +855,20 @@ impl<const N: usize> Connection<N> {
             }
             Err(Full::Count | Full::Bytes) => Err(self.backpressure()),
         }
+    }
+
+    /// The adapter wrote a pub/sub request from
+    /// [`Subscriptions::poll_request`](crate::pubsub::Subscriptions::poll_request)
+    /// that the server answers with `confirmations` pushes (or one error
+    /// reply). A placeholder keeps the reply FIFO aligned and counts for
+    /// liveness like any request. `false`: not ready, or no slot free (check
+    /// [`room`](Self::room) before polling a request); then do not write it.
+    pub fn handle_pubsub_written(&mut self, now: Instant, confirmations: u16) -> bool {
+        let now = self.tick(now);
+        if !matches!(self.phase, Phase::Ready { .. }) {
+            return false;
+        }
+        self.commands.push_pubsub(now, confirmations)
     }
 
     /// The caller of command `id` is gone. Not written yet (queued, or the

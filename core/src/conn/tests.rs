@@ -83,6 +83,7 @@ impl T {
             let consumed = match &r {
                 Received::Reply { consumed, .. }
                 | Received::Push { consumed, .. }
+                | Received::PubSubRefused { consumed, .. }
                 | Received::Internal { consumed } => *consumed,
                 Received::Incomplete { .. } | Received::Discard => 0,
             };
@@ -94,6 +95,10 @@ impl T {
                     consumed,
                 },
                 Received::Push { consumed, .. } => Received::Push {
+                    frame: Frame::Null,
+                    consumed,
+                },
+                Received::PubSubRefused { consumed, .. } => Received::PubSubRefused {
                     frame: Frame::Null,
                     consumed,
                 },

@@ -188,6 +188,16 @@ impl<'a> Frame<'a> {
             _ => None,
         }
     }
+
+    /// The text of a simple, bulk or verbatim string.
+    pub fn as_text(&self) -> Option<&'a [u8]> {
+        match *self {
+            Frame::SimpleString(t) | Frame::BulkString(t) | Frame::Verbatim { text: t, .. } => {
+                Some(t)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What [`decode`] or [`decode_resume`] found at the front of the buffer.

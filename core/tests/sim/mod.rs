@@ -434,7 +434,9 @@ impl Sim {
                     pos += consumed;
                 }
                 // The simulated server sends no pushes.
-                Received::Push { consumed, .. } | Received::Internal { consumed } => {
+                Received::Push { consumed, .. }
+                | Received::PubSubRefused { consumed, .. }
+                | Received::Internal { consumed } => {
                     self.awaiting.pop_front();
                     pos += consumed
                 }

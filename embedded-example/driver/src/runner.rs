@@ -282,7 +282,7 @@ impl<M: RawMutex, const N: usize, const CMD: usize, const REPLY: usize> Io<'_, M
         while self.rx_len > 0 {
             let (consumed, reply) = match self.conn.handle_receive(now, &self.rx[..self.rx_len]) {
                 Received::Reply { id, consumed, .. } => (consumed, Some(id)),
-                Received::Push { consumed, .. } => {
+                Received::Push { consumed, .. } | Received::PubSubRefused { consumed, .. } => {
                     debug!("push of {} bytes ignored", consumed);
                     (consumed, None)
                 }

@@ -228,7 +228,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         match conn.handle_receive(now(), &self.buf) {
                             Received::Internal { consumed }
                             | Received::Reply { consumed, .. }
-                            | Received::Push { consumed, .. } => {
+                            | Received::Push { consumed, .. }
+                            | Received::PubSubRefused { consumed, .. } => {
                                 self.buf.drain(..consumed);
                             }
                             Received::Incomplete { .. } => break,

@@ -648,7 +648,7 @@ impl Driver {
                     }
                     self.rstart += consumed;
                 }
-                Received::Push { consumed, .. } => {
+                Received::Push { consumed, .. } | Received::PubSubRefused { consumed, .. } => {
                     self.rstart += consumed;
                     bump(&self.shared.metrics.pushes_dropped);
                 }

@@ -84,7 +84,9 @@ fn main() -> ! {
                     }
                     consumed
                 }
-                Received::Push { consumed, .. } | Received::Internal { consumed } => consumed,
+                Received::Push { consumed, .. }
+                | Received::PubSubRefused { consumed, .. }
+                | Received::Internal { consumed } => consumed,
                 Received::Incomplete { .. } | Received::Discard => break,
             };
             bytes = &bytes[consumed..];
