@@ -81,6 +81,9 @@ pub enum Error {
     /// Cluster mode: more MOVED/ASK/READONLY redirects than the budget; the
     /// nodes disagree about the slot. Never applied.
     RedirectLoop { redirects: u8 },
+    /// A subscription could not be taken (too many, names too long, an
+    /// empty name). Nothing was subscribed.
+    PubSub(resilis_core::pubsub::PubSubError),
     /// The client was shut down (or its driver task ended).
     Shutdown,
     /// The client was created outside a Tokio runtime.
@@ -252,6 +255,7 @@ impl fmt::Display for Error {
                 f,
                 "redirected {redirects} times without reaching the slot's node (not applied)"
             ),
+            Error::PubSub(e) => write!(f, "subscription refused: {e}"),
             Error::Shutdown => f.write_str("the client was shut down"),
             Error::NoRuntime => f.write_str(
                 "no Tokio runtime: create the client inside a Tokio runtime (#[tokio::main] or Runtime::enter)",

@@ -26,6 +26,8 @@ pub(crate) struct Metrics {
     pub fallback_misses: AtomicU64,
     pub cancelled: AtomicU64,
     pub pushes_dropped: AtomicU64,
+    pub pubsub_messages: AtomicU64,
+    pub pubsub_gaps: AtomicU64,
     pub ping_rtt_us: AtomicU64,
     pub attempts: AtomicU64,
     pub queued: AtomicU64,
@@ -61,6 +63,12 @@ pub(crate) struct Shared {
     pub fallback: Mutex<FallbackState>,
     /// Where the connection goes, for logs and the report (never the password).
     pub endpoint: String,
+    /// The subscribers of the subscriptions this connection carries.
+    pub hub: std::sync::Arc<crate::pubsub::Hub>,
+    /// Pushes that are not pub/sub messages (`invalidate`...).
+    pub pushes: broadcast::Sender<crate::pubsub::Push>,
+    /// `Resubscribed`: every subscription is back after a loss.
+    pub pubsub_events: broadcast::Sender<resilis_core::pubsub::PubSubEvent>,
 }
 
 impl Shared {
@@ -80,6 +88,9 @@ impl Shared {
             blocking_connections: AtomicU64::new(0),
             fallback: Mutex::new(FallbackState::new(fallback)),
             endpoint,
+            hub: Default::default(),
+            pushes: broadcast::channel(1024).0,
+            pubsub_events: broadcast::channel(64).0,
         }
     }
 

@@ -40,6 +40,7 @@ pub mod fallback;
 pub mod health;
 mod node;
 mod options;
+pub mod pubsub;
 mod seeds;
 pub mod tls;
 pub mod value;
@@ -49,6 +50,7 @@ pub use cluster::{ClusterEvent, ClusterHealth, NodeHealth};
 pub use error::Error;
 pub use fallback::FallbackConfig;
 pub use health::{Counters, Health, LastError};
+pub use pubsub::{GapCause, Message, PubSubConfig, PubSubItem, Push, Subscriber};
 pub use tls::{TlsConfigError, TlsOptions, client_config};
 pub use value::{FromValue, ToArg, Value};
 

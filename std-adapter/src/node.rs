@@ -19,7 +19,9 @@ use crate::error::Error;
 use crate::fallback::FallbackConfig;
 use crate::health::{Health, Shared, Status};
 use crate::options::{OfflineMode, Options};
+use crate::pubsub::{Kind, Push, Subscriber};
 use crate::tls::client_config;
+use resilis_core::pubsub::{Carrier, PubSubEvent, carrier};
 
 /// Most connections the blocking pool opens (each carries one blocking
 /// command at a time; more callers share the least busy one, in order).
@@ -59,6 +61,10 @@ struct NodeInner {
     blocking: Mutex<Vec<Pooled>>,
     options: Options,
     tls: Option<TlsSetup>,
+    /// RESP2: the connection of its own that carries subscriptions (a
+    /// subscribed RESP2 connection takes no other command), opened at the
+    /// first subscribe.
+    subscriber: Mutex<Option<Handle>>,
 }
 
 /// A cheap, cloneable handle to one node's connections.
@@ -111,6 +117,7 @@ impl Node {
                 blocking: Mutex::new(Vec::new()),
                 options,
                 tls,
+                subscriber: Mutex::new(None),
             }),
         })
     }
@@ -137,6 +144,16 @@ impl Node {
         let _ = self.inner.main.send(Request::Shutdown).await;
         let pool: Vec<_> = self.blocking_pool().iter().map(|h| h.tx.clone()).collect();
         for tx in pool {
+            let _ = tx.send(Request::Shutdown).await;
+        }
+        let subscriber = self
+            .inner
+            .subscriber
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|h| h.tx.clone());
+        if let Some(tx) = subscriber {
             let _ = tx.send(Request::Shutdown).await;
         }
     }
@@ -190,6 +207,80 @@ impl Node {
             .min_by_key(|h| h.outstanding.load(Relaxed))
             .ok_or(Error::Shutdown)?;
         Ok((least.tx.clone(), least.outstanding.clone()))
+    }
+
+    /// Subscribes to `names` on the connection the core says carries
+    /// subscriptions, and returns once the server confirmed every one.
+    pub(crate) async fn subscribe(
+        &self,
+        kind: Kind,
+        names: Vec<Vec<u8>>,
+    ) -> Result<Subscriber, Error> {
+        let (tx, shared) = self.subscription_carrier()?;
+        let subscriber = Subscriber::new(
+            kind,
+            names.clone(),
+            self.inner.options.pubsub,
+            shared.hub.clone(),
+            tx.clone(),
+        );
+        let (done, answer) = oneshot::channel();
+        tx.send(Request::Subscribe { kind, names, done })
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        let timeout = self.inner.options.config.command_timeout;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(Ok(()))) => Ok(subscriber),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::Shutdown),
+            // Not confirmed in time: dropping the subscriber withdraws it.
+            Err(_) => {
+                let status = shared.status();
+                Err(if status.phase == resilis_core::PhaseKind::Ready {
+                    Error::Timeout
+                } else {
+                    down_error_of(&status)
+                })
+            }
+        }
+    }
+
+    /// The driver that carries subscriptions: the shared connection on
+    /// RESP3, a dedicated one on RESP2 (the core's [`carrier`]).
+    fn subscription_carrier(&self) -> Result<(mpsc::Sender<Request>, Arc<Shared>), Error> {
+        if carrier(self.inner.options.config.protocol) == Carrier::Shared {
+            return Ok((self.inner.main.clone(), self.inner.shared.clone()));
+        }
+        let mut slot = self
+            .inner
+            .subscriber
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(handle) = &*slot {
+            return Ok((handle.tx.clone(), handle.shared.clone()));
+        }
+        let mut options = self.inner.options.clone();
+        options.config.subscriber = true;
+        options.offline = OfflineMode::QueueThenFail;
+        let shared = Arc::new(Shared::new(
+            format!("{} (subscriber)", endpoint(&options.config)),
+            FallbackConfig::default(),
+        ));
+        let handle = spawn(&options, self.inner.tls.clone(), shared)?;
+        let carrier = (handle.tx.clone(), handle.shared.clone());
+        *slot = Some(handle);
+        Ok(carrier)
+    }
+
+    /// Pushes that are not pub/sub messages.
+    pub(crate) fn pushes(&self) -> broadcast::Receiver<Push> {
+        self.inner.shared.pushes.subscribe()
+    }
+
+    /// `Resubscribed` events of the connection that carries subscriptions.
+    pub(crate) fn pubsub_events(&self) -> Result<broadcast::Receiver<PubSubEvent>, Error> {
+        let (_, shared) = self.subscription_carrier()?;
+        Ok(shared.pubsub_events.subscribe())
     }
 
     /// The reply's RESP bytes as they came, for a parser in the core.

@@ -61,6 +61,8 @@ pub struct Options {
     pub cluster: Option<Vec<(String, u16)>>,
     /// How the cluster router behaves (redirect budget, refresh pacing).
     pub cluster_config: ClusterConfig,
+    /// Each subscriber's buffer bounds.
+    pub pubsub: crate::pubsub::PubSubConfig,
 }
 
 impl Options {
@@ -150,6 +152,7 @@ impl Options {
             host_source: HostSource::Config,
             cluster: None,
             cluster_config: ClusterConfig::default(),
+            pubsub: Default::default(),
         }
     }
 

@@ -45,7 +45,9 @@ use crate::health::{Health, Shared};
 pub use crate::node::MAX_BLOCKING;
 use crate::node::{Node, command_name, down_error_of};
 pub use crate::options::{OfflineMode, Options};
+use crate::pubsub::{Kind, Push, Subscriber};
 use crate::value::Value;
+use resilis_core::pubsub::PubSubEvent;
 
 mod cmd;
 mod typed;
@@ -153,6 +155,76 @@ impl Client {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    /// Subscribes to channels: a stream of their messages, with a
+    /// [`PubSubItem::Gap`](crate::PubSubItem::Gap) wherever messages may be
+    /// missing (a reconnect, a consumer too slow for its buffer). Returns
+    /// once Redis confirmed every channel; after a reconnect the core
+    /// subscribes again by itself. Dropping the [`Subscriber`] unsubscribes.
+    /// On RESP3 the subscriptions share the client's connection; on RESP2
+    /// they get one of their own.
+    pub async fn subscribe<N: AsRef<[u8]>>(
+        &self,
+        channels: impl IntoIterator<Item = N>,
+    ) -> Result<Subscriber, Error> {
+        self.subscribe_kind(Kind::Channel, channels).await
+    }
+
+    /// [`subscribe`](Self::subscribe) to glob-style patterns (`news.*`).
+    pub async fn psubscribe<N: AsRef<[u8]>>(
+        &self,
+        patterns: impl IntoIterator<Item = N>,
+    ) -> Result<Subscriber, Error> {
+        self.subscribe_kind(Kind::Pattern, patterns).await
+    }
+
+    /// [`subscribe`](Self::subscribe) to shard channels (`SSUBSCRIBE`,
+    /// Redis 7): one request per hash slot.
+    pub async fn ssubscribe<N: AsRef<[u8]>>(
+        &self,
+        channels: impl IntoIterator<Item = N>,
+    ) -> Result<Subscriber, Error> {
+        self.subscribe_kind(Kind::Shard, channels).await
+    }
+
+    async fn subscribe_kind<N: AsRef<[u8]>>(
+        &self,
+        kind: Kind,
+        names: impl IntoIterator<Item = N>,
+    ) -> Result<Subscriber, Error> {
+        let mut names: Vec<Vec<u8>> = names.into_iter().map(|n| n.as_ref().to_vec()).collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() || names.iter().any(Vec::is_empty) {
+            return Err(Error::PubSub(resilis_core::pubsub::PubSubError::EmptyName));
+        }
+        match &self.inner.node {
+            Some(node) => node.subscribe(kind, names).await,
+            None => Err(Error::Unsupported {
+                command: String::from_utf8_lossy(kind.subscribe_verb()).into_owned(),
+                why: "pub/sub in cluster mode is not in this version: subscribe with a client of one node",
+            }),
+        }
+    }
+
+    /// Pushes that are not pub/sub messages (`invalidate` with `CLIENT
+    /// TRACKING`, `tracking-redir-broken`...), as Redis sent them. A
+    /// receiver that falls behind loses the oldest (bounded).
+    pub fn pushes(&self) -> broadcast::Receiver<Push> {
+        match &self.inner.node {
+            Some(node) => node.pushes(),
+            None => self.shared().pushes.subscribe(),
+        }
+    }
+
+    /// `Resubscribed { down_since, confirmed_at }` each time every
+    /// subscription is confirmed again after a connection loss.
+    pub fn pubsub_events(&self) -> Result<broadcast::Receiver<PubSubEvent>, Error> {
+        match &self.inner.node {
+            Some(node) => node.pubsub_events(),
+            None => Ok(self.shared().pubsub_events.subscribe()),
+        }
     }
 
     /// Cluster mode: the map's generation, routing counters and each node's

@@ -43,7 +43,9 @@ use transport::{Connected, Connecting, Transport, classify_io_error, connect_tcp
 use crate::error::Error;
 use crate::fallback::Lookup;
 use crate::health::{Shared, bump};
+use crate::pubsub::{PubSubItem, Push, gap_cause};
 use crate::value::Value;
+use resilis_core::pubsub::{Delivery, Kind, Subscriptions};
 
 /// Commands one connection tracks at once (queued + in flight + resolved
 /// but not yet polled): the core's const capacity, ~48 bytes each.
@@ -64,6 +66,18 @@ pub(crate) enum Request {
     /// is written between them (a cluster's `ASKING` and the command it
     /// permits).
     Group(Vec<Command>),
+    /// Hold these subscriptions on this connection; `done` once the server
+    /// confirmed them all (the subscriber is registered in the hub first).
+    Subscribe {
+        kind: Kind,
+        names: Vec<Vec<u8>>,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    /// Nobody listens to these any more.
+    Unsubscribe {
+        kind: Kind,
+        names: Vec<Vec<u8>>,
+    },
     /// Retry now (after a permanent failure or a give-up).
     Retry,
     Shutdown,
@@ -129,6 +143,22 @@ pub(crate) struct Driver {
     /// Set by the TCP stream under a TLS handshake once the server sent
     /// anything.
     tls_seen: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The subscriptions this connection carries (the core decides what to
+    /// send and what each push means); made at the first subscribe.
+    subs: Option<Box<Subscriptions<MAX_SUBSCRIPTIONS, SUBSCRIPTION_BYTES>>>,
+    /// Callers of `subscribe` waiting for the server's confirmations.
+    sub_waiters: Vec<SubWaiter>,
+    sub_buf: Vec<u8>,
+}
+
+/// Most subscriptions one connection carries, and the bytes of their names.
+pub(crate) const MAX_SUBSCRIPTIONS: usize = 2048;
+pub(crate) const SUBSCRIPTION_BYTES: usize = 128 << 10;
+
+struct SubWaiter {
+    kind: Kind,
+    names: Vec<Vec<u8>>,
+    done: oneshot::Sender<Result<(), Error>>,
 }
 
 impl Driver {
@@ -163,6 +193,9 @@ impl Driver {
             blocking_written: Vec::new(),
             miss_reads_as_absent,
             tls_seen: None,
+            subs: None,
+            sub_waiters: Vec::new(),
+            sub_buf: vec![0; 4096],
         }
     }
 
@@ -184,6 +217,10 @@ impl Driver {
             self.feed(wake);
         }
         self.rx.close();
+        self.shared.hub.close_all();
+        for waiter in self.sub_waiters.drain(..) {
+            let _ = waiter.done.send(Err(Error::Shutdown));
+        }
         // The core resolved everything at shutdown; whatever is left (a bug)
         // still gets an answer.
         for pending in self.pending.drain() {
@@ -200,7 +237,10 @@ impl Driver {
                         let _ = cmd.reply.send(Err(Error::Shutdown));
                     }
                 }
-                Request::Retry | Request::Shutdown => {}
+                Request::Subscribe { done, .. } => {
+                    let _ = done.send(Err(Error::Shutdown));
+                }
+                Request::Retry | Request::Shutdown | Request::Unsubscribe { .. } => {}
             }
         }
     }
@@ -214,7 +254,12 @@ impl Driver {
             let mut open = None;
             let mut event = None;
             match self.conn.poll_output() {
-                Output::Wait(deadline) => return deadline,
+                Output::Wait(deadline) => {
+                    // Pub/sub requests may add a liveness deadline: drain again.
+                    if !self.write_subscriptions() {
+                        return deadline;
+                    }
+                }
                 Output::Transmit(bytes) => self.wbuf.extend_from_slice(bytes),
                 Output::TransmitCommand(id) => self.transmit(id),
                 Output::OpenTransport { host, port, tls } => {
@@ -318,6 +363,11 @@ impl Driver {
     }
 
     fn on_event(&mut self, event: Event) {
+        if let Some(subs) = &mut self.subs {
+            let now = CoreInstant::from_micros(self.epoch.elapsed().as_micros() as u64);
+            subs.handle_event(now, &event);
+            self.sub_waiters.retain(|w| !w.done.is_closed());
+        }
         let endpoint = &self.shared.endpoint;
         match event {
             Event::PhaseChanged { from, to } => {
@@ -648,9 +698,23 @@ impl Driver {
                     }
                     self.rstart += consumed;
                 }
-                Received::Push { consumed, .. } | Received::PubSubRefused { consumed, .. } => {
+                Received::Push { frame, consumed } => {
+                    on_push(
+                        &mut self.subs,
+                        &mut self.sub_waiters,
+                        &self.shared,
+                        self.epoch,
+                        now,
+                        &frame,
+                    );
                     self.rstart += consumed;
-                    bump(&self.shared.metrics.pushes_dropped);
+                }
+                Received::PubSubRefused { frame, consumed } => {
+                    if let Some(subs) = &mut self.subs {
+                        subs.handle_refused(now, &frame);
+                        refused(subs, &mut self.sub_waiters, &self.shared);
+                    }
+                    self.rstart += consumed;
                 }
                 Received::Internal { consumed } => self.rstart += consumed,
                 Received::Incomplete { needed } => {
@@ -686,6 +750,16 @@ impl Driver {
                     }
                 }
                 Request::Retry => self.conn.handle_retry(now),
+                Request::Subscribe { kind, names, done } => self.subscribe(now, kind, names, done),
+                Request::Unsubscribe { kind, names } => {
+                    if let Some(subs) = &mut self.subs {
+                        for name in names {
+                            if !self.shared.hub.listened(kind, &name) {
+                                subs.unsubscribe(kind, &name);
+                            }
+                        }
+                    }
+                }
                 Request::Shutdown => {
                     self.shutting_down = true;
                     self.conn.handle_shutdown(now);
@@ -770,6 +844,177 @@ fn command_key(bytes: &[u8]) -> Option<&[u8]> {
         },
         _ => None,
     }
+}
+
+// ----- pub/sub: the core decides, the driver moves bytes ---------------------
+
+impl Driver {
+    fn subscribe(
+        &mut self,
+        now: CoreInstant,
+        kind: Kind,
+        names: Vec<Vec<u8>>,
+        done: oneshot::Sender<Result<(), Error>>,
+    ) {
+        if self.subs.is_none() {
+            let mut subs = Box::new(Subscriptions::new());
+            if let (true, Some(protocol)) = (self.conn.is_ready(), self.conn.protocol()) {
+                subs.handle_event(
+                    now,
+                    &Event::Ready {
+                        protocol,
+                        server_version: None,
+                    },
+                );
+            }
+            self.subs = Some(subs);
+        }
+        let Some(subs) = &mut self.subs else { return };
+        let mut waiting = Vec::new();
+        for name in names {
+            if let Err(e) = subs.subscribe(kind, &name) {
+                let _ = done.send(Err(Error::PubSub(e)));
+                return;
+            }
+            if !subs.is_confirmed(kind, &name) {
+                waiting.push(name);
+            }
+        }
+        if waiting.is_empty() {
+            let _ = done.send(Ok(()));
+        } else {
+            self.sub_waiters.push(SubWaiter {
+                kind,
+                names: waiting,
+                done,
+            });
+        }
+    }
+
+    /// Writes the requests the core wants sent, while the connection has
+    /// room for their placeholders. Returns whether it wrote any.
+    fn write_subscriptions(&mut self) -> bool {
+        let Some(subs) = &mut self.subs else {
+            return false;
+        };
+        let now = CoreInstant::from_micros(self.epoch.elapsed().as_micros() as u64);
+        let mut wrote = false;
+        // Bounded: every request marks names as sent, and there are at most
+        // MAX_SUBSCRIPTIONS of them (plus one buffer growth per request).
+        for _ in 0..2 * MAX_SUBSCRIPTIONS {
+            if !self.conn.is_ready() || self.conn.room() == 0 || self.transport.is_none() {
+                break;
+            }
+            match subs.poll_request(now, &mut self.sub_buf) {
+                Some(Ok(req)) => {
+                    if self.conn.handle_pubsub_written(now, req.confirmations) {
+                        self.wbuf.extend_from_slice(&self.sub_buf[..req.len]);
+                        wrote = true;
+                    }
+                }
+                Some(Err(needed)) => self.sub_buf.resize(needed, 0),
+                None => break,
+            }
+        }
+        while let Some(event) = subs.poll_event() {
+            let _ = self.shared.pubsub_events.send(event);
+        }
+        wrote
+    }
+}
+
+/// What a push means, as the core says, handed to whoever listens.
+fn on_push(
+    subs: &mut Option<Box<Subscriptions<MAX_SUBSCRIPTIONS, SUBSCRIPTION_BYTES>>>,
+    waiters: &mut Vec<SubWaiter>,
+    shared: &Shared,
+    epoch: TokioInstant,
+    now: CoreInstant,
+    frame: &resilis_core::resp::Frame<'_>,
+) {
+    let delivery = match subs {
+        Some(subs) => subs.handle_push(now, frame),
+        None => Delivery::Other,
+    };
+    match delivery {
+        Delivery::Message {
+            kind,
+            channel,
+            pattern,
+            payload,
+        } => {
+            bump(&shared.metrics.pubsub_messages);
+            let item = || {
+                PubSubItem::Message(crate::pubsub::Message {
+                    kind,
+                    channel: channel.to_vec(),
+                    pattern: pattern.map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                })
+            };
+            if !shared.hub.deliver(kind, pattern.unwrap_or(channel), item) {
+                bump(&shared.metrics.pushes_dropped);
+            }
+        }
+        Delivery::Subscribed { kind, name, gap } => {
+            if let Some(gap) = gap {
+                bump(&shared.metrics.pubsub_gaps);
+                shared.hub.deliver(kind, name, || PubSubItem::Gap {
+                    kind,
+                    name: name.to_vec(),
+                    cause: gap_cause(epoch, gap),
+                });
+            }
+            waiters.retain_mut(|w| {
+                if w.kind == kind {
+                    w.names.retain(|n| n != name);
+                }
+                if w.names.is_empty() {
+                    // Its caller may be gone; nothing to do then.
+                    let _ = std::mem::replace(&mut w.done, oneshot::channel().0).send(Ok(()));
+                    return false;
+                }
+                true
+            });
+        }
+        Delivery::Other => {
+            if shared.pushes.send(Push(Value::from_frame(frame))).is_err() {
+                bump(&shared.metrics.pushes_dropped);
+            }
+        }
+        Delivery::Unsubscribed { .. } | Delivery::Dropped { .. } | Delivery::Ignored => {}
+    }
+}
+
+/// Subscriptions the server refused: their callers (or, on a resubscribe,
+/// their subscribers) are told, and the core forgets them.
+fn refused(
+    subs: &mut Subscriptions<MAX_SUBSCRIPTIONS, SUBSCRIPTION_BYTES>,
+    waiters: &mut Vec<SubWaiter>,
+    shared: &Shared,
+) {
+    let (names, text) = subs.refused();
+    let server = String::from_utf8_lossy(text).into_owned();
+    for (kind, name) in names {
+        let mut told = false;
+        waiters.retain_mut(|w| {
+            if w.kind == kind && w.names.iter().any(|n| n == name) {
+                let done = std::mem::replace(&mut w.done, oneshot::channel().0);
+                let _ = done.send(Err(Error::Server(server.clone())));
+                told = true;
+                return false;
+            }
+            true
+        });
+        if !told {
+            shared.hub.deliver(kind, name, || PubSubItem::Refused {
+                kind,
+                name: name.to_vec(),
+                server: server.clone(),
+            });
+        }
+    }
+    subs.clear_refused();
 }
 
 /// Keeps at least `MIN_READ` bytes free after `rend`, and room for what
