@@ -160,6 +160,11 @@ pub struct Config {
     /// Set by adapters for the dedicated subscriber connection; off for
     /// every other (a reply to LRANGE may look like one).
     pub subscriber: bool,
+    /// Check `ROLE` in the handshake and refuse a node that is not a
+    /// master ([`crate::DisconnectReason::NotMaster`], transient): for a
+    /// Sentinel-managed master, so that nothing is written to a node that
+    /// was demoted or to a stale address. Off by default.
+    pub require_master: bool,
     /// TCP connect (the seed's `connectTimeout: 30000`).
     pub connect_timeout: Duration,
     /// TLS handshake, once TCP is up.
@@ -226,6 +231,7 @@ impl Default for Config {
             client_name: String::new(),
             readonly: false,
             subscriber: false,
+            require_master: false,
             connect_timeout: Duration::from_secs(30),
             tls_timeout: Duration::from_secs(10),
             tls_silence_timeout: None,

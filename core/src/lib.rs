@@ -57,6 +57,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod addr;
 pub mod backoff;
 #[cfg(feature = "cluster")]
 pub mod cluster;
@@ -66,6 +67,8 @@ pub mod conn;
 pub mod pubsub;
 pub mod reason;
 pub mod resp;
+#[cfg(feature = "sentinel")]
+pub mod sentinel;
 pub mod time;
 
 pub use backoff::{BackoffConfig, WhenExhausted};

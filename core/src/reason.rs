@@ -121,6 +121,10 @@ pub enum DisconnectReason {
     /// was written: the connection was closed so that it cannot take data
     /// for nobody, and is reopened at once.
     Abandoned,
+    /// `ROLE` said this node is not a master (with `Config::require_master`:
+    /// a Sentinel-managed master that was demoted, or an address that is
+    /// stale). Nothing is written to it; ask Sentinel again.
+    NotMaster,
 }
 
 impl DisconnectReason {
@@ -222,6 +226,9 @@ impl DisconnectReason {
                 "the server sent a reply nobody asked for: is something else sharing this connection?"
             }
             Shutdown => "the application closed the connection",
+            NotMaster => {
+                "the node is not the master (a failover moved it): resilis asks Sentinel for the master again"
+            }
             Abandoned => {
                 "a blocking command's caller gave up: its connection was closed so it cannot take data for nobody; reopened at once"
             }
@@ -266,6 +273,7 @@ impl fmt::Display for DisconnectReason {
             UnexpectedReply => f.write_str("unexpected reply")?,
             Shutdown => f.write_str("shut down")?,
             Abandoned => f.write_str("closed under an abandoned blocking command")?,
+            NotMaster => f.write_str("the node is not a master (ROLE)")?,
         }
         write!(f, ": {}", self.fix())
     }

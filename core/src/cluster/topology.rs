@@ -23,44 +23,14 @@
 
 use core::fmt;
 
-use heapless::{String, Vec};
+use heapless::Vec;
 
+pub use crate::addr::NodeAddr;
 use crate::config::HOST_CAP;
 use crate::resp::{AggregateIter, Frame};
 
 /// The highest slot number.
 const LAST_SLOT: u16 = 16383;
-
-/// Where a node listens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct NodeAddr {
-    /// A name or an IP address, IPv6 without brackets.
-    pub host: String<HOST_CAP>,
-    pub port: u16,
-}
-
-impl NodeAddr {
-    /// `None` when `host` is longer than [`HOST_CAP`].
-    pub fn new(host: &str, port: u16) -> Option<NodeAddr> {
-        let host = String::try_from(host).ok()?;
-        Some(NodeAddr { host, port })
-    }
-
-    pub fn is(&self, host: &str, port: u16) -> bool {
-        self.port == port && self.host.as_str() == host
-    }
-}
-
-impl fmt::Display for NodeAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -19,6 +19,8 @@ pub enum HandshakeStep {
     Select,
     /// Cluster replica reads (`Config::readonly`).
     ReadOnly,
+    /// `ROLE`, to refuse a node that is not a master (`Config::require_master`).
+    Role,
     Ping,
 }
 
@@ -45,6 +47,7 @@ pub(crate) fn next_step(step: HandshakeStep, config: &Config) -> Option<Handshak
         HandshakeStep::SetName,
         HandshakeStep::Select,
         HandshakeStep::ReadOnly,
+        HandshakeStep::Role,
         HandshakeStep::Ping,
     ];
     let after = order
@@ -66,6 +69,7 @@ fn needed(step: HandshakeStep, config: &Config) -> bool {
         HandshakeStep::SetName => !config.client_name.is_empty(),
         HandshakeStep::Select => config.db != 0,
         HandshakeStep::ReadOnly => config.readonly,
+        HandshakeStep::Role => config.require_master,
         HandshakeStep::Ping => true,
     }
 }
@@ -95,12 +99,25 @@ pub(crate) fn encode_step(
         HandshakeStep::SetName => encode::client_setname(buf, config.client_name.as_bytes()),
         HandshakeStep::Select => encode::select(buf, config.db),
         HandshakeStep::ReadOnly => encode::encode_args(buf, &[b"READONLY"]),
+        HandshakeStep::Role => encode::encode_args(buf, &[b"ROLE"]),
         HandshakeStep::Ping => encode::ping(buf),
     }
 }
 
 /// Reads `version` and `proto` out of HELLO's reply (a RESP3 map, or a flat
 /// RESP2 array of key/value pairs).
+/// Whether a `ROLE` reply says master: its first element.
+pub(crate) fn role_is_master(frame: &Frame<'_>) -> bool {
+    match frame {
+        Frame::Array(items) => items
+            .iter()
+            .next()
+            .and_then(|f| f.as_text())
+            .is_some_and(|role| role.eq_ignore_ascii_case(b"master")),
+        _ => false,
+    }
+}
+
 pub(crate) fn parse_hello(frame: &Frame<'_>) -> (Option<ServerVersion>, Option<i64>) {
     let items = match frame {
         Frame::Map(a) | Frame::Array(a) => a.iter(),

@@ -1064,6 +1064,8 @@ impl<const N: usize> Connection<N> {
                 };
                 // HELLO already authenticated and named the client.
                 handshake::next_step(HandshakeStep::SetName, &self.config)
+            } else if step == HandshakeStep::Role && !handshake::role_is_master(frame) {
+                return self.fail(now, DisconnectReason::NotMaster, true);
             } else {
                 handshake::next_step(step, &self.config)
             }

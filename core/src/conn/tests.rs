@@ -281,6 +281,36 @@ fn a_server_still_loading_is_not_ready() {
 }
 
 #[test]
+fn require_master_checks_role_and_refuses_a_replica() {
+    let mut config = Config::default();
+    config.require_master = true;
+    let mut t = T::new(config);
+    t.conn.handle_start(t.now);
+    t.drain();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(HELLO3_REPLY);
+    assert_eq!(t.drain(), [Rec::Tx(b"*1\r\n$4\r\nROLE\r\n".to_vec())]);
+    // A demoted master: `ROLE` says slave. Nothing is written to it.
+    t.recv(b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:100\r\n");
+    let out = t.drain();
+    assert_eq!(out[0], Rec::Close);
+    assert_eq!(t.conn.last_reason(), Some(DisconnectReason::NotMaster));
+    assert_eq!(t.conn.phase(), PhaseKind::Backoff, "transient: ask again");
+    // The next attempt finds a master: ROLE, then the readiness PING.
+    t.advance();
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    t.recv(HELLO3_REPLY);
+    t.drain();
+    t.recv(b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n");
+    assert_eq!(t.drain(), [Rec::Tx(b"*1\r\n$4\r\nPING\r\n".to_vec())]);
+    t.recv(b"+PONG\r\n");
+    t.drain();
+    assert!(t.conn.is_ready());
+}
+
+#[test]
 fn server_without_hello_falls_back_to_auth_and_resp2() {
     let mut config = Config::default();
     config.password = Secret::new("pw").unwrap();

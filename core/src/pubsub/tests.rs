@@ -62,11 +62,15 @@ impl T {
     }
 
     fn ready(protocol: u8, subscriber: bool) -> T {
-        let mut config = Config::default();
-        config.subscriber = subscriber;
-        if protocol == 2 {
-            config.protocol = crate::config::Protocol::Resp2;
-        }
+        let config = Config {
+            subscriber,
+            protocol: if protocol == 2 {
+                crate::config::Protocol::Resp2
+            } else {
+                crate::config::Protocol::Resp3
+            },
+            ..Config::default()
+        };
         let mut t = T::new(config);
         t.recv(if protocol == 2 { HELLO2 } else { HELLO3 });
         t.recv(b"+PONG\r\n");
