@@ -81,6 +81,16 @@ pub enum Error {
     /// Cluster mode: more MOVED/ASK/READONLY redirects than the budget; the
     /// nodes disagree about the slot. Never applied.
     RedirectLoop { redirects: u8 },
+    /// A Sentinel setting is missing or invalid (a URL with no master
+    /// name, `REDIS_SENTINELS` without `REDIS_SENTINEL_MASTER`...).
+    SentinelConfig {
+        field: &'static str,
+        problem: &'static str,
+        fix: &'static str,
+    },
+    /// Sentinel mode: no sentinel named a master for the command's
+    /// lifetime (all unreachable, or none knows the name). Never applied.
+    NoMaster { why: String },
     /// A subscription could not be taken (too many, names too long, an
     /// empty name). Nothing was subscribed.
     PubSub(resilis_core::pubsub::PubSubError),
@@ -153,6 +163,10 @@ impl Error {
             ),
             Error::Tls(e) => Some(e.fix),
             Error::Unsupported { why, .. } => Some(why),
+            Error::SentinelConfig { fix, .. } => Some(fix),
+            Error::NoMaster { .. } => Some(
+                "check that the sentinels are reachable (REDIS_SENTINELS) and monitor this master name (SENTINEL get-master-addr-by-name)",
+            ),
             Error::CrossSlot { .. } => Some(
                 "give the keys a common {hashtag} (user:{42}:a, user:{42}:b) so they share a slot, or send one command per key",
             ),
@@ -256,6 +270,8 @@ impl fmt::Display for Error {
                 "redirected {redirects} times without reaching the slot's node (not applied)"
             ),
             Error::PubSub(e) => write!(f, "subscription refused: {e}"),
+            Error::SentinelConfig { field, problem, .. } => write!(f, "{field}: {problem}"),
+            Error::NoMaster { why } => write!(f, "no master from Sentinel: {why} (not applied)"),
             Error::Shutdown => f.write_str("the client was shut down"),
             Error::NoRuntime => f.write_str(
                 "no Tokio runtime: create the client inside a Tokio runtime (#[tokio::main] or Runtime::enter)",

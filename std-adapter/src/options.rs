@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use resilis_core::cluster::ClusterConfig;
-use resilis_core::{Config, OfflinePolicy};
+use resilis_core::sentinel::SentinelConfig;
+use resilis_core::{Config, OfflinePolicy, Secret};
 
 use crate::error::Error;
 use crate::fallback::FallbackConfig;
@@ -63,6 +64,40 @@ pub struct Options {
     pub cluster_config: ClusterConfig,
     /// Each subscriber's buffer bounds.
     pub pubsub: crate::pubsub::PubSubConfig,
+    /// Sentinel mode: the master of a Sentinel-monitored group. Set by a
+    /// `redis+sentinel://` URL, by `REDIS_SENTINELS` + `REDIS_SENTINEL_MASTER`,
+    /// or by [`Options::sentinel`].
+    pub sentinel: Option<SentinelOptions>,
+}
+
+/// Where the sentinels are and which master to follow.
+#[derive(Debug, Clone)]
+pub struct SentinelOptions {
+    pub sentinels: Vec<(String, u16)>,
+    /// The name in `sentinel monitor <name> ...`.
+    pub master_name: String,
+    /// The sentinels' own ACL user and password (`REDIS_SENTINEL_USERNAME`,
+    /// `REDIS_SENTINEL_PASSWORD`); the data nodes' come from the URL or
+    /// `REDIS_USERNAME` / `REDIS_PASSWORD`. None by default.
+    pub username: String,
+    pub password: Secret,
+    /// Re-check pacing, the ask timeout, how many sentinels to watch.
+    pub config: SentinelConfig,
+}
+
+impl SentinelOptions {
+    pub fn new<S: Into<String>>(
+        master_name: &str,
+        sentinels: impl IntoIterator<Item = (S, u16)>,
+    ) -> SentinelOptions {
+        SentinelOptions {
+            sentinels: sentinels.into_iter().map(|(h, p)| (h.into(), p)).collect(),
+            master_name: master_name.to_owned(),
+            username: String::new(),
+            password: Secret::default(),
+            config: SentinelConfig::default(),
+        }
+    }
 }
 
 impl Options {
@@ -77,13 +112,21 @@ impl Options {
     /// [`Options::from_env`] over any source of variables.
     pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Options, Error> {
         // A REDIS_URL naming several nodes: the core reads the first node's
-        // URL (credentials, options), the others are seeds.
-        let (url_seeds, first_url) = match env("REDIS_URL") {
-            Some(url) => match crate::seeds::split_url(&url)? {
+        // URL (credentials, options), the others are seeds. A Sentinel URL:
+        // the core reads the data nodes' URL.
+        let url = env("REDIS_URL");
+        let sentinel_url = url
+            .as_deref()
+            .map(crate::seeds::sentinel_url)
+            .transpose()?
+            .flatten();
+        let (url_seeds, first_url) = match (&url, &sentinel_url) {
+            (_, Some(s)) => (None, Some(s.data_url.clone())),
+            (Some(url), None) => match crate::seeds::split_url(url)? {
                 (first, Some(seeds)) => (Some(seeds), Some(first)),
                 _ => (None, None),
             },
-            None => (None, None),
+            (None, None) => (None, None),
         };
         let env = &|name: &str| match (name, &first_url) {
             ("REDIS_URL", Some(first)) => Some(first.clone()),
@@ -109,7 +152,48 @@ impl Options {
         if let Some(seeds) = url_seeds {
             options = options.cluster(seeds);
         }
+        let sentinels = match (sentinel_url, env("REDIS_SENTINELS")) {
+            (Some(s), _) => Some(SentinelOptions::new(&s.master_name, s.sentinels)),
+            (None, Some(list)) => {
+                let sentinels = crate::seeds::parse_list("REDIS_SENTINELS", &list)?;
+                let master = env("REDIS_SENTINEL_MASTER").unwrap_or_default();
+                crate::seeds::check_master_name("REDIS_SENTINEL_MASTER", &master)?;
+                Some(SentinelOptions::new(&master, sentinels))
+            }
+            (None, None) => {
+                if env("REDIS_SENTINEL_MASTER").is_some() {
+                    return Err(Error::SentinelConfig {
+                        field: "REDIS_SENTINELS",
+                        problem: "REDIS_SENTINEL_MASTER is set but no sentinel is named",
+                        fix: "set REDIS_SENTINELS=host1:26379,host2:26379 (or use a redis+sentinel:// URL)",
+                    });
+                }
+                None
+            }
+        };
+        if let Some(mut sentinel) = sentinels {
+            if let Some(user) = env("REDIS_SENTINEL_USERNAME") {
+                sentinel.username = user;
+            }
+            if let Some(password) = env("REDIS_SENTINEL_PASSWORD").filter(|p| !p.is_empty()) {
+                sentinel.password = Secret::new(&password).map_err(|mut e| {
+                    e.field = "REDIS_SENTINEL_PASSWORD";
+                    Error::Config(e)
+                })?;
+            }
+            options = options.sentinel(sentinel);
+        }
         Ok(options)
+    }
+
+    /// Sentinel mode: the master is whatever the sentinels say, checked
+    /// with `ROLE` on every connect. `config`'s host and port are only a
+    /// placeholder until then.
+    pub fn sentinel(mut self, sentinel: SentinelOptions) -> Self {
+        self.config.require_master = true;
+        self.cluster = None;
+        self.sentinel = Some(sentinel);
+        self
     }
 
     /// A `redis://` or `rediss://` URL; TLS options at their defaults
@@ -117,6 +201,11 @@ impl Options {
     /// A URL naming several nodes, `redis://[user:pass@]h1:p1,h2:p2[/db]`,
     /// is cluster mode with those seeds.
     pub fn from_url(url: &str) -> Result<Options, Error> {
+        if let Some(s) = crate::seeds::sentinel_url(url)? {
+            let mut options = Options::from_config(Config::from_url(&s.data_url)?);
+            options.host_source = HostSource::Url;
+            return Ok(options.sentinel(SentinelOptions::new(&s.master_name, s.sentinels)));
+        }
         let (first, seeds) = crate::seeds::split_url(url)?;
         let mut options = Options::from_config(Config::from_url(&first)?);
         options.host_source = HostSource::Url;
@@ -153,6 +242,7 @@ impl Options {
             cluster: None,
             cluster_config: ClusterConfig::default(),
             pubsub: Default::default(),
+            sentinel: None,
         }
     }
 

@@ -871,6 +871,40 @@ impl<const N: usize> Connection<N> {
         self.commands.push_pubsub(now, confirmations)
     }
 
+    /// The node to talk to is now `host:port` (Sentinel named a new master,
+    /// or said the current one is not): an open connection to the old one
+    /// is closed at once ([`DisconnectReason::NotMaster`]; commands in
+    /// flight end as after any loss: resend-safe ones are written again on
+    /// the new connection, others are indeterminate, queued ones stay
+    /// queued), and a connection waiting out a backoff connects now. The
+    /// same address again also reconnects (the node was demoted in place).
+    /// In `Idle` it only sets the address for `handle_start`. `false`: the
+    /// host is longer than the config holds; nothing changed.
+    pub fn handle_retarget(&mut self, now: Instant, host: &str, port: u16) -> bool {
+        let now = self.tick(now);
+        let mut new_host = heapless::String::new();
+        if new_host.push_str(host).is_err() {
+            return false;
+        }
+        self.config.host = new_host;
+        self.config.port = port;
+        match self.phase {
+            Phase::Idle | Phase::Shutdown => {}
+            Phase::Connecting { .. }
+            | Phase::TlsHandshake { .. }
+            | Phase::Handshake { .. }
+            | Phase::Ready { .. } => self.reopen(now, DisconnectReason::NotMaster),
+            Phase::Backoff { .. }
+            | Phase::Down { .. }
+            | Phase::Failed { .. }
+            | Phase::GaveUp { .. } => {
+                self.backoff.reset();
+                self.open(now, 0);
+            }
+        }
+        true
+    }
+
     /// The caller of command `id` is gone. Not written yet (queued, or the
     /// command just handed out by [`Output::TransmitCommand`] and not
     /// written: call this before polling again): removed, never sent,
@@ -882,8 +916,10 @@ impl<const N: usize> Connection<N> {
         let now = self.tick(now);
         let just_polled = self.just_polled.take() == Some(id);
         match self.commands.cancel(id, just_polled) {
-            Cancelled::Written { blocking: true } => self.reopen(now),
-            Cancelled::Unsent | Cancelled::Written { blocking: false } | Cancelled::NotFound => {}
+            Cancelled::Written { blocking: true } if self.is_ready() => {
+                self.reopen(now, DisconnectReason::Abandoned)
+            }
+            Cancelled::Unsent | Cancelled::Written { .. } | Cancelled::NotFound => {}
         }
     }
 
@@ -917,8 +953,8 @@ impl<const N: usize> Connection<N> {
         if self.commands.next_deadline().is_some_and(|d| d <= now) {
             let policy = self.config.queue.offline;
             let blocking_abandoned = self.commands.expire(now, self.outage, policy);
-            if blocking_abandoned {
-                self.reopen(now);
+            if blocking_abandoned && self.is_ready() {
+                self.reopen(now, DisconnectReason::Abandoned);
             }
         }
     }
@@ -1222,11 +1258,10 @@ impl<const N: usize> Connection<N> {
     /// blocking command was abandoned, and only closing its connection stops
     /// it from taking data (a BLPOP's job) for a caller who is gone. Other
     /// commands in flight are treated as on any lost connection.
-    fn reopen(&mut self, now: Instant) {
-        if !self.is_ready() {
+    fn reopen(&mut self, now: Instant, reason: DisconnectReason) {
+        if !self.phase.transport_open() {
             return;
         }
-        let reason = DisconnectReason::Abandoned;
         self.close_pending = true;
         self.tx.pending = false;
         self.ping_in_tx = false;

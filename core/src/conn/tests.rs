@@ -311,6 +311,53 @@ fn require_master_checks_role_and_refuses_a_replica() {
 }
 
 #[test]
+fn retarget_leaves_the_old_node_at_once_and_connects_to_the_new_one() {
+    let mut t = T::new(Config::default());
+    t.ready();
+    let incr = t.submit(false, 10_000).unwrap();
+    let set = t.submit(true, 10_000).unwrap();
+    assert_eq!(t.drain(), [Rec::Cmd(incr), Rec::Cmd(set)]);
+    assert!(t.conn.handle_retarget(t.now, "10.0.0.9", 6380));
+    let out = t.drain();
+    // Closed at once, the INCR in flight may have run: indeterminate; the
+    // SET is resend-safe and waits for the new master. A new connection
+    // opens without a backoff.
+    assert!(out.contains(&Rec::Close), "{out:?}");
+    assert!(out.contains(&Rec::Ev(Event::Disconnected {
+        reason: DisconnectReason::NotMaster
+    })));
+    assert!(out.contains(&Rec::Resolved(
+        incr,
+        Outcome::Indeterminate(IndeterminateCause::ConnectionLost(
+            DisconnectReason::NotMaster
+        ))
+    )));
+    assert_eq!(out.last(), Some(&Rec::Open));
+    assert_eq!(t.conn.phase(), PhaseKind::Connecting);
+    assert_eq!(
+        (t.conn.config().host.as_str(), t.conn.config().port),
+        ("10.0.0.9", 6380)
+    );
+    t.conn.handle_transport_opened(t.now);
+    t.drain();
+    let out = t.finish_handshake();
+    assert!(
+        out.contains(&Rec::Cmd(set)),
+        "the SET is written on the new master: {out:?}"
+    );
+    assert!(t.conn.is_ready());
+    // Waiting out a backoff: the new address is tried now.
+    t.conn.handle_transport_failed(t.now, TransportError::Reset);
+    t.drain();
+    assert_eq!(t.conn.phase(), PhaseKind::Backoff);
+    assert!(t.conn.handle_retarget(t.now, "10.0.0.10", 6381));
+    assert_eq!(t.drain().last(), Some(&Rec::Open));
+    // A host too long for the config changes nothing.
+    assert!(!t.conn.handle_retarget(t.now, &"h".repeat(300), 1));
+    assert_eq!(t.conn.config().host.as_str(), "10.0.0.10");
+}
+
+#[test]
 fn server_without_hello_falls_back_to_auth_and_resp2() {
     let mut config = Config::default();
     config.password = Secret::new("pw").unwrap();
