@@ -125,6 +125,9 @@ pub enum DisconnectReason {
     /// a Sentinel-managed master that was demoted, or an address that is
     /// stale). Nothing is written to it; ask Sentinel again.
     NotMaster,
+    /// The adapter moved the connection to another node
+    /// ([`crate::Connection::handle_retarget`]: Sentinel named a new master).
+    MasterSwitched,
 }
 
 impl DisconnectReason {
@@ -226,6 +229,7 @@ impl DisconnectReason {
                 "the server sent a reply nobody asked for: is something else sharing this connection?"
             }
             Shutdown => "the application closed the connection",
+            MasterSwitched => "Sentinel named a new master; resilis moved there",
             NotMaster => {
                 "the node is not the master (a failover moved it): resilis asks Sentinel for the master again"
             }
@@ -274,6 +278,7 @@ impl fmt::Display for DisconnectReason {
             Shutdown => f.write_str("shut down")?,
             Abandoned => f.write_str("closed under an abandoned blocking command")?,
             NotMaster => f.write_str("the node is not a master (ROLE)")?,
+            MasterSwitched => f.write_str("moved to the new master")?,
         }
         write!(f, ": {}", self.fix())
     }

@@ -42,15 +42,17 @@ mod node;
 mod options;
 pub mod pubsub;
 mod seeds;
+pub mod sentinel;
 pub mod tls;
 pub mod value;
 
-pub use client::{Client, Cmd, OfflineMode, Options, SetOptions, Source, Sourced};
+pub use client::{Client, Cmd, OfflineMode, Options, SentinelOptions, SetOptions, Source, Sourced};
 pub use cluster::{ClusterEvent, ClusterHealth, NodeHealth};
 pub use error::Error;
 pub use fallback::FallbackConfig;
 pub use health::{Counters, Health, LastError};
 pub use pubsub::{GapCause, Message, PubSubConfig, PubSubItem, Push, Subscriber};
+pub use sentinel::{SentinelEvent, SentinelHealth};
 pub use tls::{TlsConfigError, TlsOptions, client_config};
 pub use value::{FromValue, ToArg, Value};
 

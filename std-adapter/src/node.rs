@@ -65,6 +65,8 @@ struct NodeInner {
     /// subscribed RESP2 connection takes no other command), opened at the
     /// first subscribe.
     subscriber: Mutex<Option<Handle>>,
+    /// Sentinel mode: the drivers follow the master the resolver names.
+    follow: Option<Mutex<Follow>>,
 }
 
 /// A cheap, cloneable handle to one node's connections.
@@ -77,14 +79,38 @@ pub(crate) fn spawn(
     options: &Options,
     tls: Option<TlsSetup>,
     shared: Arc<Shared>,
+    follow: Option<&Mutex<Follow>>,
 ) -> Result<Handle, Error> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
     let mut config = options.config.clone();
     config.queue.offline = options.offline.policy();
     let (tx, rx) = mpsc::channel(driver::CHANNEL);
     let miss_absent = options.fallback.miss_reads_as_absent;
-    runtime.spawn(Driver::new(config, tls, rx, shared.clone(), miss_absent).run());
+    let follow = follow.map(|f| {
+        let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+        let (control, rx) = mpsc::unbounded_channel();
+        f.controls.push(control);
+        // A driver started after the master is known goes there at once.
+        if let Some((host, port)) = &f.target
+            && let Ok(h) = host.as_str().try_into()
+        {
+            config.host = h;
+            config.port = *port;
+            return (rx, false);
+        }
+        (rx, true)
+    });
+    runtime.spawn(Driver::new(config, tls, rx, shared.clone(), miss_absent, follow).run());
     Ok(Handle { tx, shared })
+}
+
+/// Sentinel mode: where the master is, and every driver of this node that
+/// must follow it (the shared connection, the blocking pool's, the
+/// subscriber's).
+#[derive(Default)]
+pub(crate) struct Follow {
+    target: Option<(String, u16)>,
+    controls: Vec<mpsc::UnboundedSender<(String, u16)>>,
 }
 
 /// Why Redis is unavailable, as of the connection's last event.
@@ -109,7 +135,11 @@ impl Node {
         options.tls.check_tls_on(options.config.tls)?;
         let tls = tls_setup(&options)?;
         let shared = Arc::new(Shared::new(endpoint(&options.config), options.fallback));
-        let main = spawn(&options, tls.clone(), shared)?;
+        let follow = options
+            .sentinel
+            .as_ref()
+            .map(|_| Mutex::new(Follow::default()));
+        let main = spawn(&options, tls.clone(), shared, follow.as_ref())?;
         Ok(Node {
             inner: Arc::new(NodeInner {
                 main: main.tx,
@@ -118,12 +148,24 @@ impl Node {
                 options,
                 tls,
                 subscriber: Mutex::new(None),
+                follow,
             }),
         })
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.inner.shared
+    }
+
+    /// Sentinel mode: every driver of this node moves to `host:port`.
+    pub(crate) fn retarget(&self, host: &str, port: u16) {
+        let Some(follow) = &self.inner.follow else {
+            return;
+        };
+        let mut f = follow.lock().unwrap_or_else(|p| p.into_inner());
+        f.target = Some((host.to_owned(), port));
+        f.controls
+            .retain(|c| c.send((host.to_owned(), port)).is_ok());
     }
 
     pub(crate) fn events(&self) -> broadcast::Receiver<Event> {
@@ -192,7 +234,12 @@ impl Node {
                 endpoint(&options.config),
                 FallbackConfig::default(),
             ));
-            let handle = spawn(&options, self.inner.tls.clone(), shared)?;
+            let handle = spawn(
+                &options,
+                self.inner.tls.clone(),
+                shared,
+                self.inner.follow.as_ref(),
+            )?;
             pool.push(Pooled {
                 tx: handle.tx,
                 outstanding: Arc::new(AtomicUsize::new(0)),
@@ -266,7 +313,12 @@ impl Node {
             format!("{} (subscriber)", endpoint(&options.config)),
             FallbackConfig::default(),
         ));
-        let handle = spawn(&options, self.inner.tls.clone(), shared)?;
+        let handle = spawn(
+            &options,
+            self.inner.tls.clone(),
+            shared,
+            self.inner.follow.as_ref(),
+        )?;
         let carrier = (handle.tx.clone(), handle.shared.clone());
         *slot = Some(handle);
         Ok(carrier)

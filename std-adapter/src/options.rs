@@ -95,7 +95,13 @@ impl SentinelOptions {
             master_name: master_name.to_owned(),
             username: String::new(),
             password: Secret::default(),
-            config: SentinelConfig::default(),
+            config: SentinelConfig {
+                // Only the failover's leader announces the promotion, the
+                // moment from which the old master's writes may be lost:
+                // watch three sentinels (all of the usual three).
+                switch_watchers: 3,
+                ..SentinelConfig::default()
+            },
         }
     }
 }

@@ -45,6 +45,7 @@ pub mod harness;
 pub mod linearizable;
 pub mod proxy;
 pub mod raw;
+pub mod sentinel;
 pub mod server;
 pub mod soak;
 pub mod tls;

@@ -873,7 +873,7 @@ impl<const N: usize> Connection<N> {
 
     /// The node to talk to is now `host:port` (Sentinel named a new master,
     /// or said the current one is not): an open connection to the old one
-    /// is closed at once ([`DisconnectReason::NotMaster`]; commands in
+    /// is closed at once ([`DisconnectReason::MasterSwitched`]; commands in
     /// flight end as after any loss: resend-safe ones are written again on
     /// the new connection, others are indeterminate, queued ones stay
     /// queued), and a connection waiting out a backoff connects now. The
@@ -893,7 +893,7 @@ impl<const N: usize> Connection<N> {
             Phase::Connecting { .. }
             | Phase::TlsHandshake { .. }
             | Phase::Handshake { .. }
-            | Phase::Ready { .. } => self.reopen(now, DisconnectReason::NotMaster),
+            | Phase::Ready { .. } => self.reopen(now, DisconnectReason::MasterSwitched),
             Phase::Backoff { .. }
             | Phase::Down { .. }
             | Phase::Failed { .. }

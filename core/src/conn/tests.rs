@@ -324,12 +324,12 @@ fn retarget_leaves_the_old_node_at_once_and_connects_to_the_new_one() {
     // opens without a backoff.
     assert!(out.contains(&Rec::Close), "{out:?}");
     assert!(out.contains(&Rec::Ev(Event::Disconnected {
-        reason: DisconnectReason::NotMaster
+        reason: DisconnectReason::MasterSwitched
     })));
     assert!(out.contains(&Rec::Resolved(
         incr,
         Outcome::Indeterminate(IndeterminateCause::ConnectionLost(
-            DisconnectReason::NotMaster
+            DisconnectReason::MasterSwitched
         ))
     )));
     assert_eq!(out.last(), Some(&Rec::Open));

@@ -119,8 +119,8 @@ use crate::addr::{HOST_CAP, NodeAddr};
 use crate::time::{Duration, Instant};
 
 pub use wire::{
-    NodeRole, SWITCH_MASTER_CHANNEL, encode_get_master, parse_master_answer, parse_role,
-    parse_switch_master, switch_payload,
+    FAILOVER_PROMOTING_CHANNEL, NodeRole, SWITCH_MASTER_CHANNEL, encode_get_master,
+    parse_master_answer, parse_role, parse_switch_master, switch_payload,
 };
 
 /// Longest master name the resolver holds.
@@ -311,6 +311,10 @@ pub enum ChangeCause {
     SwitchMaster,
     /// The adapter reported that the master is not one.
     NotMaster,
+    /// The failover's leader is promoting this replica
+    /// (`+failover-state-send-slaveof-noone`): the old master may still
+    /// take writes, and lose them.
+    Promoting,
 }
 
 /// The master moved from `from` to `to` (`None`: unknown).
@@ -415,6 +419,8 @@ pub struct Resolver<const SENTINELS: usize> {
     phase: Phase,
     master: Option<NodeAddr>,
     suspect: Option<Suspect>,
+    /// The master is a replica being promoted, until then.
+    promoting_until: Option<Instant>,
     changes: u64,
     queue: Deque<MasterChange, CHANGE_QUEUE>,
     last_error: Option<ResolveError>,
@@ -471,6 +477,7 @@ impl<const SENTINELS: usize> Resolver<SENTINELS> {
             phase: Phase::Idle { due: Instant::ZERO },
             master: None,
             suspect: None,
+            promoting_until: None,
             changes: 0,
             queue: Deque::new(),
             last_error: None,
@@ -694,6 +701,45 @@ impl<const SENTINELS: usize> Resolver<SENTINELS> {
         SwitchOutcome::Switched
     }
 
+    /// A `+failover-state-send-slaveof-noone` message from the failover's
+    /// leader: the replica named is about to become the master, and a
+    /// write the old master takes from now on may be lost. The master
+    /// becomes that replica at once and the old one is suspect; until
+    /// `suspect_for` has passed, [`handle_not_master`](Self::handle_not_master)
+    /// for it is ignored (its `ROLE` may say `slave` for a few
+    /// milliseconds more: the adapter keeps retrying it with its backoff
+    /// instead of asking the sentinels, who still name the old master until
+    /// `+switch-master`).
+    pub fn handle_promoting(
+        &mut self,
+        now: Instant,
+        sentinel: SentinelId,
+        payload: &[u8],
+    ) -> SwitchOutcome {
+        if self.addr(sentinel).is_none() {
+            return SwitchOutcome::UnknownSentinel;
+        }
+        let Some((name, old, new)) = wire::split_promoting(payload) else {
+            return SwitchOutcome::Malformed;
+        };
+        if name != self.name.as_bytes() {
+            return SwitchOutcome::OtherName;
+        }
+        if self.master.as_ref() == Some(&new) {
+            self.stats.duplicate_switches += 1;
+            return SwitchOutcome::AlreadyMaster;
+        }
+        self.stats.switches += 1;
+        self.suspect = Some(Suspect {
+            addr: old,
+            until: now + self.config.suspect_for,
+        });
+        self.promoting_until = Some(now + self.config.suspect_for);
+        self.last_error = None;
+        self.set_master(Some(new), ChangeCause::Promoting);
+        SwitchOutcome::Switched
+    }
+
     /// The master in use is not one: a `ROLE` reply other than `master`
     /// ([`parse_role`]), or a `READONLY` error from it. It is forgotten and
     /// suspect, and a round starts at once (or `ask_timeout` from now when
@@ -705,6 +751,10 @@ impl<const SENTINELS: usize> Resolver<SENTINELS> {
         let Some(old) = self.master.clone() else {
             return false;
         };
+        if self.promoting_until.is_some_and(|until| now < until) {
+            // Being promoted: it says slave until SLAVEOF NO ONE lands.
+            return false;
+        }
         self.stats.not_master += 1;
         let again = self.is_suspect(now, &old);
         self.suspect = Some(Suspect {
@@ -863,6 +913,9 @@ impl<const SENTINELS: usize> Resolver<SENTINELS> {
     }
 
     fn set_master(&mut self, to: Option<NodeAddr>, cause: ChangeCause) {
+        if cause != ChangeCause::Promoting {
+            self.promoting_until = None;
+        }
         let from = core::mem::replace(&mut self.master, to.clone());
         if from == to {
             return;

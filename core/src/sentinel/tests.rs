@@ -677,3 +677,77 @@ proptest! {
         }
     }
 }
+
+/// `+failover-state-send-slaveof-noone` as the leader sends it (captured
+/// from Redis 7.0.15), promoting master `new` away from master `old`.
+fn promoting(old: u8, new: u8) -> StdVec<u8> {
+    format!("slave 10.0.0.{new}:6379 10.0.0.{new} 6379 @ mymaster 10.0.0.{old} 6379").into_bytes()
+}
+
+#[test]
+fn promotion_moves_before_switch_master_and_waits_out_the_replica_role() {
+    let mut r = resolved();
+    assert_eq!(
+        r.handle_promoting(ms(300), S2, &promoting(1, 2)),
+        SwitchOutcome::Switched
+    );
+    assert_eq!(
+        change(&mut r),
+        (Some(node(1)), Some(node(2)), ChangeCause::Promoting)
+    );
+    assert_eq!(r.suspect(), Some(&node(1)));
+    // Its ROLE says slave until SLAVEOF NO ONE lands: not a reason to leave.
+    assert!(!r.handle_not_master(ms(310)));
+    assert_eq!(r.master(), Some(&node(2)));
+    assert_eq!(r.poll_change(), None);
+    // The sentinels still name the old master until +switch-master: a
+    // round keeps the one being promoted.
+    let due = r.poll_timeout().expect("a recheck");
+    ask(&mut r, due);
+    for s in [S0, S1, S2] {
+        r.handle_answer(due, s, names(1));
+    }
+    assert_eq!(r.master(), Some(&node(2)), "the old master is suspect");
+    // +switch-master then confirms it.
+    assert_eq!(
+        r.handle_switch_master(due + Duration::from_millis(1), S0, &switch(1, 2)),
+        SwitchOutcome::AlreadyMaster
+    );
+    // After suspect_for, a replica is a replica again.
+    let later = ms(300) + SentinelConfig::default().suspect_for + Duration::from_millis(1);
+    assert!(r.handle_not_master(later));
+    assert_eq!(r.master(), None);
+}
+
+#[test]
+fn promotion_payloads_that_do_not_fit_are_ignored() {
+    let mut r = resolved();
+    for bad in [
+        &b""[..],
+        b"master mymaster 10.0.0.1 6379",
+        b"slave x 10.0.0.2 6379 mymaster 10.0.0.1 6379",
+        b"slave x 10.0.0.2 0 @ mymaster 10.0.0.1 6379",
+    ] {
+        assert_eq!(
+            r.handle_promoting(ms(1), S0, bad),
+            SwitchOutcome::Malformed,
+            "{}",
+            bad.escape_ascii()
+        );
+    }
+    assert_eq!(
+        r.handle_promoting(ms(1), S0, b"slave x 10.0.0.2 6379 @ other 10.0.0.1 6379"),
+        SwitchOutcome::OtherName
+    );
+    // A master name with a blank still parses.
+    let mut spaced = R::new(SentinelConfig::default(), "my master", [("127.0.0.1", 1)]).unwrap();
+    assert_eq!(
+        spaced.handle_promoting(
+            ms(1),
+            S0,
+            b"slave x 10.0.0.2 6379 @ my master 10.0.0.1 6379"
+        ),
+        SwitchOutcome::Switched
+    );
+    assert_eq!(r.master(), Some(&node(1)));
+}

@@ -12,6 +12,36 @@ use super::Answer;
 
 /// The channel on which every sentinel announces a finished failover.
 pub const SWITCH_MASTER_CHANNEL: &str = "+switch-master";
+/// The channel on which the failover's leader announces, just before it
+/// sends `SLAVEOF NO ONE` to the replica it chose, which one that is:
+/// `slave <ip>:<port> <ip> <port> @ <name> <master-ip> <master-port>`.
+/// From then on a write to the old master may be lost.
+pub const FAILOVER_PROMOTING_CHANNEL: &str = "+failover-state-send-slaveof-noone";
+
+/// The `+failover-state-send-slaveof-noone` payload: the master's name,
+/// its address, and the replica being promoted.
+pub(super) fn split_promoting(payload: &[u8]) -> Option<(&[u8], NodeAddr, NodeAddr)> {
+    let at = payload.windows(3).position(|w| w == b" @ ")?;
+    let (replica, master) = (&payload[..at], &payload[at + 3..]);
+    let mut fields = replica.split(|&b| b == b' ');
+    if fields.next()? != b"slave" {
+        return None;
+    }
+    let _id = fields.next()?;
+    let new = address(fields.next()?, fields.next()?)?;
+    if fields.next().is_some() {
+        return None;
+    }
+    // The master's name may hold spaces: its address is the last two fields.
+    let mut tail = master.rsplitn(3, |&b| b == b' ');
+    let port = tail.next()?;
+    let host = tail.next()?;
+    let name = tail.next()?;
+    if name.is_empty() {
+        return None;
+    }
+    Some((name, address(host, port)?, new))
+}
 
 /// What a server says it is, from its reply to `ROLE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

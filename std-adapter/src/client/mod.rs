@@ -44,8 +44,9 @@ use crate::fallback::expiry_after;
 use crate::health::{Health, Shared};
 pub use crate::node::MAX_BLOCKING;
 use crate::node::{Node, command_name, down_error_of};
-pub use crate::options::{OfflineMode, Options};
+pub use crate::options::{OfflineMode, Options, SentinelOptions};
 use crate::pubsub::{Kind, Push, Subscriber};
+use crate::sentinel::{SentinelEvent, SentinelHealth, SentinelMode};
 use crate::value::Value;
 use resilis_core::pubsub::PubSubEvent;
 
@@ -85,6 +86,8 @@ struct Inner {
     /// The node of a single-node client; `None` in cluster mode.
     node: Option<Node>,
     cluster: Option<Arc<Cluster>>,
+    /// Sentinel mode: the task that follows the master for `node`.
+    sentinel: Option<SentinelMode>,
     /// Status, counters, events and the fallback cache: the node's, or in
     /// cluster mode the cluster's as a whole.
     shared: Arc<Shared>,
@@ -136,6 +139,7 @@ impl Client {
             return Ok(Client {
                 inner: Arc::new(Inner {
                     node: None,
+                    sentinel: None,
                     cluster: Some(cluster),
                     shared,
                     options,
@@ -143,8 +147,13 @@ impl Client {
             });
         }
         let node = Node::start(options.clone())?;
+        let sentinel = match options.sentinel {
+            Some(_) => Some(SentinelMode::start(&options, node.clone())?),
+            None => None,
+        };
         Ok(Client {
             inner: Arc::new(Inner {
+                sentinel,
                 shared: node.shared().clone(),
                 node: Some(node),
                 cluster: None,
@@ -227,6 +236,17 @@ impl Client {
         }
     }
 
+    /// Sentinel mode: the master followed, the sentinels in the resolver's
+    /// order and what they said. `None` otherwise.
+    pub fn sentinel_health(&self) -> Option<SentinelHealth> {
+        self.inner.sentinel.as_ref().map(SentinelMode::health)
+    }
+
+    /// Sentinel mode: each change of master. `None` otherwise.
+    pub fn sentinel_events(&self) -> Option<broadcast::Receiver<SentinelEvent>> {
+        self.inner.sentinel.as_ref().map(SentinelMode::events)
+    }
+
     /// Cluster mode: the map's generation, routing counters and each node's
     /// health. `None` for a single-node client.
     pub fn cluster_health(&self) -> Option<ClusterHealth> {
@@ -305,6 +325,9 @@ impl Client {
         if let Some(node) = &self.inner.node {
             node.shutdown().await;
         }
+        if let Some(sentinel) = &self.inner.sentinel {
+            sentinel.shutdown().await;
+        }
     }
 
     fn down_error(&self) -> Error {
@@ -331,7 +354,16 @@ impl Client {
             });
         }
         match (&self.inner.node, &self.inner.cluster) {
-            (Some(node), _) => node.request(bytes, class, timeout, false).await,
+            (Some(node), _) => {
+                let result = node.request(bytes, class, timeout, false).await;
+                // Sentinel mode: a replica's refusal means the master moved.
+                if let (Some(sentinel), Err(Error::Server(text))) = (&self.inner.sentinel, &result)
+                    && text.starts_with("READONLY")
+                {
+                    sentinel.saw_readonly();
+                }
+                result
+            }
             (None, Some(cluster)) => {
                 let config = &self.inner.options.config;
                 let timeout = timeout.unwrap_or(if class.blocking() {

@@ -112,6 +112,8 @@ struct Wake {
     abandoned: Vec<CommandId>,
     timer: bool,
     channel_closed: bool,
+    /// Sentinel mode: the master's new address.
+    retarget: Option<(String, u16)>,
 }
 
 pub(crate) struct Driver {
@@ -146,6 +148,12 @@ pub(crate) struct Driver {
     /// The subscriptions this connection carries (the core decides what to
     /// send and what each push means); made at the first subscribe.
     subs: Option<Box<Subscriptions<MAX_SUBSCRIPTIONS, SUBSCRIPTION_BYTES>>>,
+    /// Sentinel mode: where the master is, as the core's resolver says.
+    /// Polled before anything else on every wake, so that nothing more is
+    /// written to the old master once a switch is known.
+    follow: Option<mpsc::UnboundedReceiver<(String, u16)>>,
+    /// Sentinel mode before any master is known: not started.
+    paused: bool,
     /// Callers of `subscribe` waiting for the server's confirmations.
     sub_waiters: Vec<SubWaiter>,
     sub_buf: Vec<u8>,
@@ -168,7 +176,12 @@ impl Driver {
         rx: mpsc::Receiver<Request>,
         shared: Arc<Shared>,
         miss_reads_as_absent: bool,
+        follow: Option<(mpsc::UnboundedReceiver<(String, u16)>, bool)>,
     ) -> Driver {
+        let (follow, paused) = match follow {
+            Some((rx, paused)) => (Some(rx), paused),
+            None => (None, false),
+        };
         let epoch = TokioInstant::now();
         Driver {
             keepalive: config.tcp_keepalive,
@@ -194,6 +207,8 @@ impl Driver {
             miss_reads_as_absent,
             tls_seen: None,
             subs: None,
+            follow,
+            paused,
             sub_waiters: Vec::new(),
             sub_buf: vec![0; 4096],
         }
@@ -205,7 +220,9 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         let now = self.now();
-        self.conn.handle_start(now);
+        if !self.paused {
+            self.conn.handle_start(now);
+        }
         loop {
             let deadline = self.drain();
             self.publish_gauges();
@@ -275,6 +292,24 @@ impl Driver {
             if let Some(e) = event {
                 self.on_event(e);
             }
+        }
+    }
+
+    /// Sentinel mode: the master is at `host:port` now.
+    fn retarget(&mut self, now: CoreInstant, host: String, port: u16) {
+        if let Some(tls) = &mut self.tls
+            && let Ok(name) = rustls_pki_types::ServerName::try_from(host.clone())
+        {
+            tls.server_name = name;
+        }
+        if !self.conn.handle_retarget(now, &host, port) {
+            tracing::error!(%host, "master host name too long for the config; not followed");
+            return;
+        }
+        tracing::info!(endpoint = %format!("{host}:{port}"), "following the master Sentinel named");
+        if self.paused {
+            self.paused = false;
+            self.conn.handle_start(now);
         }
     }
 
@@ -486,6 +521,14 @@ impl Driver {
         let mut wake = Wake::default();
         let mut woke = false;
 
+        if let Some(follow) = &mut self.follow {
+            // Bounded: the resolver sends one address per master change.
+            while let Poll::Ready(Some(target)) = follow.poll_recv(cx) {
+                wake.retarget = Some(target);
+                woke = true;
+            }
+        }
+
         match &mut self.connecting {
             Some(Connecting::Tcp(f)) => {
                 if let Poll::Ready(r) = f.as_mut().poll(cx) {
@@ -602,6 +645,10 @@ impl Driver {
 
     fn feed(&mut self, wake: Wake) {
         let now = self.now();
+        // First: nothing below may write to a master Sentinel replaced.
+        if let Some((host, port)) = wake.retarget {
+            self.retarget(now, host, port);
+        }
         // Before any timer: the core's TLS-silence rule needs to know.
         if self
             .tls_seen
