@@ -179,6 +179,43 @@ impl Cluster {
         self.epoch + Duration::from_micros(at.as_micros())
     }
 
+    pub(crate) fn template(&self) -> &Options {
+        &self.template
+    }
+
+    /// Wakes on every change of the router (map, node states).
+    pub(crate) fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The node the router says serves `slot`, and its key; `None` while
+    /// no map names one.
+    pub(crate) fn slot_owner(self: &Arc<Self>, slot: u16) -> Result<Option<(Node, String)>, Error> {
+        let id = {
+            let router = self.router();
+            match router.primary_for(slot) {
+                Some(id) => id,
+                None => return Ok(None),
+            }
+        };
+        let node = self.node_client(id)?;
+        let key = {
+            let router = self.router();
+            router
+                .addr(id)
+                .map(|a| node_key(a.host.as_str(), a.port))
+                .unwrap_or_default()
+        };
+        Ok(Some((node, key)))
+    }
+
+    /// The phase of the node at `key`, if the cluster has a connection there.
+    pub(crate) fn node_phase(&self, key: &str) -> Option<PhaseKind> {
+        let node = self.node_map().get(key).cloned()?;
+        let phase = node.shared().status().phase;
+        Some(phase)
+    }
+
     pub(crate) fn events(&self) -> broadcast::Receiver<ClusterEvent> {
         self.events.subscribe()
     }

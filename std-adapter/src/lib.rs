@@ -33,6 +33,7 @@
 
 pub mod client;
 pub mod cluster;
+mod cluster_pubsub;
 mod driver;
 mod encoding;
 pub mod error;

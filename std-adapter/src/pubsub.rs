@@ -115,7 +115,7 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    fn new(config: PubSubConfig) -> Sink {
+    pub(crate) fn new(config: PubSubConfig) -> Sink {
         Sink {
             state: Mutex::new(SinkState {
                 queue: VecDeque::new(),
@@ -267,8 +267,19 @@ pub struct Subscriber {
     kind: Kind,
     names: Vec<Vec<u8>>,
     sink: Arc<Sink>,
-    hub: Arc<Hub>,
-    tx: mpsc::Sender<Request>,
+    owner: Owner,
+}
+
+/// Who holds the subscriptions behind a [`Subscriber`].
+enum Owner {
+    /// One connection's hub: dropping unsubscribes there.
+    Node {
+        hub: Arc<Hub>,
+        tx: mpsc::Sender<Request>,
+    },
+    /// Cluster mode: a task that keeps one node-level subscriber per slot
+    /// on the slot's owner and moves it when the slot moves.
+    Task(tokio::task::JoinHandle<()>),
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -294,9 +305,29 @@ impl Subscriber {
             kind,
             names,
             sink,
-            hub,
-            tx,
+            owner: Owner::Node { hub, tx },
         }
+    }
+
+    /// A subscriber fed by a task (cluster mode); `sink` is what the task
+    /// pushes into, and the task ends when the subscriber is dropped.
+    pub(crate) fn fed(
+        kind: Kind,
+        names: Vec<Vec<u8>>,
+        sink: Arc<Sink>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Subscriber {
+        Subscriber {
+            kind,
+            names,
+            sink,
+            owner: Owner::Task(task),
+        }
+    }
+
+    /// Polls the next item (for a task that merges several subscribers).
+    pub(crate) fn poll_item(&self, cx: &mut Context<'_>) -> Poll<Option<PubSubItem>> {
+        self.sink.poll_next(cx)
     }
 
     pub fn kind(&self) -> Kind {
@@ -334,7 +365,15 @@ impl futures_core::Stream for Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        let names = self.hub.remove(self.kind, &self.names, &self.sink);
+        let (hub, tx) = match &self.owner {
+            Owner::Node { hub, tx } => (hub, tx),
+            Owner::Task(task) => {
+                // Its node-level subscribers unsubscribe as they drop.
+                task.abort();
+                return;
+            }
+        };
+        let names = hub.remove(self.kind, &self.names, &self.sink);
         if names.is_empty() {
             return;
         }
@@ -342,8 +381,8 @@ impl Drop for Subscriber {
             kind: self.kind,
             names,
         };
-        if let Err(mpsc::error::TrySendError::Full(request)) = self.tx.try_send(request) {
-            let tx = self.tx.clone();
+        if let Err(mpsc::error::TrySendError::Full(request)) = tx.try_send(request) {
+            let tx = tx.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
                     let _ = tx.send(request).await;

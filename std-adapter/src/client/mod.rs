@@ -208,12 +208,10 @@ impl Client {
         if names.is_empty() || names.iter().any(Vec::is_empty) {
             return Err(Error::PubSub(resilis_core::pubsub::PubSubError::EmptyName));
         }
-        match &self.inner.node {
-            Some(node) => node.subscribe(kind, names).await,
-            None => Err(Error::Unsupported {
-                command: String::from_utf8_lossy(kind.subscribe_verb()).into_owned(),
-                why: "pub/sub in cluster mode is not in this version: subscribe with a client of one node",
-            }),
+        match (&self.inner.node, &self.inner.cluster) {
+            (Some(node), _) => node.subscribe(kind, names).await,
+            (None, Some(cluster)) => crate::cluster_pubsub::subscribe(cluster, kind, names).await,
+            (None, None) => Err(Error::Shutdown),
         }
     }
 
