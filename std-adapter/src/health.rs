@@ -159,6 +159,8 @@ impl Shared {
                 fallback_bytes: cache_bytes,
                 commands_cancelled: m.cancelled.load(Relaxed),
                 pushes_dropped: m.pushes_dropped.load(Relaxed),
+                pubsub_messages: m.pubsub_messages.load(Relaxed),
+                pubsub_gaps: m.pubsub_gaps.load(Relaxed),
             },
         }
     }
@@ -264,5 +266,11 @@ pub struct Counters {
     /// Commands whose caller gave up (dropped the future) before an answer:
     /// withdrawn unsent where they had not been written yet.
     pub commands_cancelled: u64,
+    /// Pushes nobody listened to (a message for a subscription already
+    /// dropped, a push with no receiver of `Client::pushes`).
     pub pushes_dropped: u64,
+    /// Pub/sub messages received on this connection.
+    pub pubsub_messages: u64,
+    /// Subscriptions confirmed again after a loss (a gap each).
+    pub pubsub_gaps: u64,
 }
