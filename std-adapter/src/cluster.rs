@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use resilis_core::cluster::{
-    ClusterRouter, Failure, MapCommand, NodeId, RefreshAsk, Refreshed, Role, SlotsOf, Split, Step,
-    Topology, classify_error, slots_of, split_of,
+    ClusterReply, ClusterRouter, Failure, MapCommand, NodeId, RefreshAsk, Refreshed, Role, SlotsOf,
+    Split, Step, Topology, classify_error, slots_of, split_of,
 };
 use resilis_core::command::Class;
 use resilis_core::resp::encode::CommandEncoder;
@@ -207,6 +207,21 @@ impl Cluster {
                 .unwrap_or_default()
         };
         Ok(Some((node, key)))
+    }
+
+    /// A `MOVED` error text met outside a routed command (a pub/sub
+    /// resubscribe), from the node at `from`: the router patches its map.
+    pub(crate) fn note_moved(&self, text: &str, from: &str) {
+        let Some(ClusterReply::Moved { slot, host, port }) = classify_error(text.as_bytes()) else {
+            return;
+        };
+        // An empty host is the host of the node that answered.
+        let from_host = from.rsplit_once(':').map_or(from, |(h, _)| h);
+        let host = if host.is_empty() { from_host } else { host };
+        let now = self.now();
+        let mut router = self.router();
+        router.handle_moved(now, slot, host, port);
+        self.publish(&router);
     }
 
     /// The phase of the node at `key`, if the cluster has a connection there.

@@ -141,8 +141,9 @@ async fn run(cluster: Weak<Cluster>, kind: Kind, mut groups: Vec<Group>, sink: A
                 if server.starts_with("MOVED") || server.starts_with("ASK") =>
             {
                 // The server dropped it and the resubscribe met a redirect:
-                // the slot lives elsewhere now.
+                // the slot lives elsewhere now, and the router learns where.
                 let g = &mut groups[i];
+                cluster.note_moved(&server, &g.node);
                 g.lost_since.get_or_insert_with(Instant::now);
                 g.sub = None;
             }
@@ -198,7 +199,10 @@ async fn place(cluster: &Arc<Cluster>, kind: Kind, groups: &mut [Group], sink: &
                 g.node = key;
                 g.lost_since = None;
             }
-            Ok(Err(Error::Server(text))) if !text.starts_with("MOVED") => {
+            Ok(Err(Error::Server(text))) if text.starts_with("MOVED") => {
+                cluster.note_moved(&text, &key);
+            }
+            Ok(Err(Error::Server(text))) => {
                 for name in &g.names {
                     sink.push(PubSubItem::Refused {
                         kind,

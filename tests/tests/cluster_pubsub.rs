@@ -131,3 +131,34 @@ async fn shard_subscriptions_live_on_their_slot_and_follow_a_failover() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A slot migrated to another primary: the old owner drops the shard
+/// subscriptions of that slot (`sunsubscribe`), the resubscribe there meets
+/// MOVED, and the subscription follows the slot, with a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_slot_takes_its_shard_subscriptions_along() {
+    let cluster = Arc::new(Cluster::start());
+    let client = Client::connect(&cluster.seed_url()).expect("a cluster URL");
+    client.wait_ready(WAIT).await.expect("ready");
+    let (name, from) = spread(&cluster)[0].clone();
+    let slot = cluster.key_slot(&name);
+    let to = (0..3).find(|&p| p != from).expect("another primary");
+    let mut sub = client.ssubscribe([&name]).await.expect("ssubscribe");
+    assert_eq!(shardnumsub(&cluster, from, &name), 1);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c.begin_migration(slot, from, to);
+        c.finish_migration(slot, to);
+    })
+    .await
+    .unwrap();
+    match next(&mut sub).await {
+        PubSubItem::Gap { name: gap, .. } => assert_eq!(gap, name.as_bytes()),
+        other => panic!("expected the gap, got {other:?}"),
+    }
+    assert_eq!(shardnumsub(&cluster, to, &name), 1, "on the new owner");
+    assert_eq!(shardnumsub(&cluster, from, &name), 0, "not on the old one");
+    let n = integer(cluster.command(to, &["SPUBLISH", &name, "moved"]));
+    assert_eq!(n, 1);
+    assert_eq!(payload(&next(&mut sub).await), "moved");
+}

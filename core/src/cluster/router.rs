@@ -598,6 +598,20 @@ impl<const NODES: usize, const RANGES: usize> ClusterRouter<NODES, RANGES> {
     /// A command has been outstanding on `node` for `stall_after` (the
     /// adapter's timer; not for blocking commands, which may wait): the
     /// node may hang, so ask the others who serves its slots.
+    /// A MOVED met outside a routed command (the resubscribe of a shard
+    /// channel whose slot migrated): patched into the map as a command's
+    /// MOVED is, with the same refresh after it. Returns the slot's node.
+    pub fn handle_moved(
+        &mut self,
+        now: Instant,
+        slot: u16,
+        host: &str,
+        port: u16,
+    ) -> Option<NodeId> {
+        self.stats.moved += 1;
+        self.moved(now, slot, host, port)
+    }
+
     pub fn handle_node_stalled(&mut self, now: Instant, node: NodeId) {
         let Some(n) = self.nodes.get_mut(usize::from(node.0)) else {
             return;

@@ -152,6 +152,19 @@ fn moved_patches_the_map_resends_there_and_asks_for_a_refresh() {
 }
 
 #[test]
+fn a_moved_outside_a_command_patches_the_map_the_same_way() {
+    let mut r = ready_router(ClusterConfig::default());
+    let changes = r.changes();
+    let node = r.handle_moved(ms(200), 42, "127.0.0.1", 7002);
+    assert_eq!(node, r.node_id("127.0.0.1", 7002));
+    assert_eq!(r.primary_for(42), node);
+    assert_eq!(r.primary_for(43), r.node_id("127.0.0.1", 7001));
+    assert!(r.changes() > changes, "waiters are woken");
+    assert_eq!(r.stats().moved, 1);
+    assert!(r.poll_refresh(ms(200)).is_some(), "and a refresh follows");
+}
+
+#[test]
 fn a_moved_to_an_unnamed_host_means_the_host_that_answered() {
     let mut r = ready_router(ClusterConfig::default());
     let (mut a, _) = r.begin(ms(2), CLASS_SET, SlotsOf::One(42), ms(5_000));
