@@ -58,8 +58,8 @@ fn writer(client: Client, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Writ
     })
 }
 
-/// The values the list holds on node `i`.
-fn list_on(set: &SentinelSet, i: usize) -> HashSet<u64> {
+/// The values the list holds on node `i`, in the list's order.
+fn list_on(set: &SentinelSet, i: usize) -> Vec<u64> {
     match set.node(i).command(&["LRANGE", LIST, "0", "-1"]) {
         Reply::Array(items) => items
             .iter()
@@ -206,7 +206,14 @@ async fn through(set: Arc<SentinelSet>, fault: impl FnOnce(&SentinelSet) + Send 
     let switch_at = first_switch.lock().unwrap().expect("a +switch-master");
     let after_switch = mon.after(switch_at + Duration::from_millis(20));
     let s = set.clone();
-    let held = blocking(move || list_on(&s, new)).await;
+    let list = blocking(move || list_on(&s, new)).await;
+    // One writer, one call at a time: the list must hold the values in the
+    // order they were written (a history one order explains), each once.
+    assert!(
+        list.windows(2).all(|w| w[0] < w[1]),
+        "the list is not in write order"
+    );
+    let held: HashSet<u64> = list.iter().copied().collect();
     let lost: Vec<u64> = w
         .acked
         .iter()
