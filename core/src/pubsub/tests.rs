@@ -583,3 +583,25 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_message_between_confirmations_answers_nothing() {
+    let mut t = T::ready(3, false);
+    t.subs.subscribe(Kind::Channel, b"a").unwrap();
+    t.subs.subscribe(Kind::Channel, b"b").unwrap();
+    t.pump();
+    t.recv(&push(&["subscribe", "a", ":1"]));
+    assert_eq!(t.conn.in_flight(), 1, "one confirmation still due");
+    t.recv(&push(&["message", "a", "early"]));
+    assert_eq!(t.conn.in_flight(), 1, "a message is not a confirmation");
+    t.recv(&push(&["subscribe", "b", ":2"]));
+    assert_eq!(t.conn.in_flight(), 0);
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let text = |e: PubSubError| std::format!("{e}");
+    assert!(text(PubSubError::TooMany { max: 3 }).contains("at most 3"));
+    assert!(text(PubSubError::NamesTooLong { max: 9 }).contains("9 bytes"));
+    assert!(text(PubSubError::EmptyName).contains("empty"));
+}

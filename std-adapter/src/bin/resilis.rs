@@ -31,7 +31,8 @@ enum Command {
     /// Checks DNS, TCP, TLS, the Redis handshake, PING and INFO, and says what to fix.
     #[command(after_long_help = doctor::EXIT_CODES, after_help = doctor::EXIT_CODES)]
     Doctor {
-        /// redis://[user[:password]@]host[:port][/db] or rediss://... (stands in for REDIS_URL).
+        /// redis://[user[:password]@]host[:port][/db], rediss://..., a cluster's redis://h1:p1,h2:p2,
+        /// or redis+sentinel://h1:p1,h2:p2/master[/db] (stands in for REDIS_URL).
         url: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
@@ -46,7 +47,7 @@ enum Command {
     /// Connects like the library and shows its state machine live (Ctrl-C to quit).
     #[command(after_help = WATCH_EXIT_CODES, after_long_help = WATCH_EXIT_CODES)]
     Watch {
-        /// redis://... or rediss://... (stands in for REDIS_URL).
+        /// redis://..., rediss://... or redis+sentinel://... (stands in for REDIS_URL).
         url: Option<String>,
         /// Stop after this long (e.g. 30s), for scripts and logs.
         #[arg(long = "for", value_parser = parse_duration)]

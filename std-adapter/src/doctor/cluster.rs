@@ -441,7 +441,7 @@ fn text<'a>(frame: &Frame<'a>) -> Option<&'a [u8]> {
 
 /// Runs `futures` concurrently on this task; their outputs in order. Each
 /// is bounded by the per-step limits, so this is too.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+pub(super) async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
     let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {

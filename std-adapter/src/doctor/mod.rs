@@ -17,6 +17,17 @@
 //! or not online, and shards without a replica. A single-node URL to a
 //! cluster node gets the finding that says to use cluster mode.
 //!
+//! In Sentinel mode (`redis+sentinel://h1:p1,h2:p2/mymaster`, or
+//! `REDIS_SENTINELS` + `REDIS_SENTINEL_MASTER`) the Sentinel step comes
+//! first: every sentinel is reached the same way (its own credentials,
+//! `REDIS_SENTINEL_USERNAME` / `REDIS_SENTINEL_PASSWORD`) and asked
+//! `SENTINEL get-master-addr-by-name`; the master is chosen from the
+//! answers by resilis-core's resolver, as the client chooses it. Then the
+//! per-connection steps run against that master, and its `ROLE` must say
+//! `master`. Sentinels that do not answer, disagree or do not know the
+//! name are typed findings; a single-node URL to a sentinel gets the
+//! finding that says to use Sentinel mode.
+//!
 //! Both ways of getting TLS wrong are probed: a plaintext URL against a
 //! TLS-only server (closed at once, or a TLS record back: confirmed with a
 //! real ClientHello) and a TLS URL against a plaintext server (confirmed
@@ -46,6 +57,8 @@ mod cluster_findings;
 mod redis_steps;
 mod render;
 mod report;
+mod sentinel;
+mod sentinel_findings;
 mod session;
 mod steps;
 mod tls;
@@ -59,7 +72,8 @@ use std::time::Duration;
 pub use render::render;
 pub use report::{
     ClusterNode, ClusterReport, EXIT_CODES, Finding, FindingKind, NodeRole, PingStats, Report,
-    ServerInfo, SlotSpan, Status, Step, StepName, Target, Verdict, ViewStatus,
+    SentinelAnswer, SentinelNode, SentinelReport, SentinelTarget, ServerInfo, SlotSpan, Status,
+    Step, StepName, Target, Verdict, ViewStatus,
 };
 
 /// Name resolution, injectable so tests can simulate NXDOMAIN without

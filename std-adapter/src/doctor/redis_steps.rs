@@ -408,8 +408,9 @@ async fn info_step<S: AsyncRead + AsyncWrite + Unpin>(
         (None, None) => {}
     }
     // In cluster mode a seed may be any node: the router reads the map from
-    // it and sends writes to the primaries.
-    if !d.cluster_mode && info.role.as_deref().is_some_and(|r| r != "master") {
+    // it and sends writes to the primaries. In Sentinel mode the master's
+    // ROLE is the Sentinel step's finding, with its own fix.
+    if !d.cluster_mode && !d.sentinel_mode && info.role.as_deref().is_some_and(|r| r != "master") {
         d.warnings.push(format!(
             "this server is a {}: writes fail with READONLY; point REDIS_URL at the primary",
             info.role.as_deref().unwrap_or("replica")

@@ -22,11 +22,17 @@ pub enum StepName {
     /// Cluster mode: every seed and node of the slot map, and the map
     /// itself. Also on a single-node URL that reaches a cluster node.
     Cluster,
+    /// Sentinel mode: every sentinel asked for the master, the master they
+    /// name and its `ROLE`. Runs after Config; the per-connection steps
+    /// then run against that master. Also on a single-node URL that
+    /// reaches a sentinel.
+    Sentinel,
 }
 
 impl StepName {
     /// The per-connection steps: every report lists them, in this order.
-    /// [`StepName::Cluster`] follows them only where it applies.
+    /// [`StepName::Cluster`] follows them and [`StepName::Sentinel`]
+    /// comes right after Config, each only where it applies.
     pub const ALL: [StepName; 7] = [
         StepName::Config,
         StepName::Dns,
@@ -49,6 +55,7 @@ impl StepName {
             StepName::Ping => 8,
             StepName::Info => 9,
             StepName::Cluster => 10,
+            StepName::Sentinel => 11,
         }
     }
 
@@ -63,16 +70,24 @@ impl StepName {
             StepName::Ping => "PING",
             StepName::Info => "INFO",
             StepName::Cluster => "Cluster",
+            StepName::Sentinel => "Sentinel",
         }
     }
 
-    /// Where the step sits in a report: the per-connection steps, then
-    /// Cluster.
+    /// Where the step sits in a report: Config, Sentinel (the master to
+    /// connect to), the other per-connection steps, then Cluster.
     pub(super) fn order(self) -> usize {
-        StepName::ALL
-            .iter()
-            .position(|n| *n == self)
-            .unwrap_or(StepName::ALL.len())
+        match self {
+            StepName::Config => 0,
+            StepName::Sentinel => 1,
+            StepName::Dns => 2,
+            StepName::Tcp => 3,
+            StepName::Tls => 4,
+            StepName::Handshake => 5,
+            StepName::Ping => 6,
+            StepName::Info => 7,
+            StepName::Cluster => 8,
+        }
     }
 }
 
@@ -90,7 +105,10 @@ Exit codes:
   8  PING: no reply in time on an established connection
   9  INFO: the server stopped answering after the handshake
   10  cluster: a single-node URL to a cluster node, or (cluster mode) slots
-      not served, nodes that disagree, a primary unreachable or failed";
+      not served, nodes that disagree, a primary unreachable or failed
+  11  sentinel: no sentinel answers, none monitors the master name, no
+      majority names one master, the master named says ROLE slave, or a
+      single-node URL to a sentinel";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -165,6 +183,24 @@ pub struct Target {
     /// are the first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_seeds: Option<Vec<String>>,
+    /// Sentinel mode: the sentinels (`host:port`), their master name and
+    /// their own credentials (never the password). `host` and `port` above
+    /// are the master the sentinels named, once the Sentinel step found
+    /// one (the first sentinel before that); `username` and
+    /// `password_set` are the data nodes'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelTarget>,
+}
+
+/// Sentinel mode's settings, password redacted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SentinelTarget {
+    pub sentinels: Vec<String>,
+    pub master_name: String,
+    /// `REDIS_SENTINEL_USERNAME`; empty: the default user.
+    pub username: String,
+    /// `REDIS_SENTINEL_PASSWORD` is set.
+    pub password_set: bool,
 }
 
 /// PING round trips on the ready connection.
@@ -246,6 +282,25 @@ pub enum FindingKind {
     NodeNotOnline,
     /// A shard serving slots has no replica that is online and reachable.
     NoReplica,
+    /// A single-node URL reaches a Redis Sentinel: use Sentinel mode.
+    UseSentinelMode,
+    /// A sentinel cannot be reached (DNS, TCP, TLS, its credentials), or
+    /// gave no usable answer.
+    SentinelUnreachable,
+    /// No sentinel monitors the master name (failed), or one does not
+    /// while the others do (warning).
+    UnknownMasterName,
+    /// Sentinels name different masters: a warning while a majority of
+    /// them names one, a failure otherwise.
+    SentinelsDisagree,
+    /// Fewer than a majority of the sentinels answered: if they cannot
+    /// reach each other either, a failed master is not replaced.
+    SentinelMinority,
+    /// The master the sentinels name says `ROLE slave` (or is a sentinel).
+    MasterNotMaster,
+    /// The master refuses `ROLE` (ACL), which the client asks in every
+    /// handshake in Sentinel mode.
+    RoleRefused,
 }
 
 /// One problem, typed: what is wrong, with whom, and what to change.
@@ -275,7 +330,7 @@ pub struct Verdict {
     pub fix: Option<String>,
     /// Things that work now but will bite later.
     pub warnings: Vec<String>,
-    /// The typed problems (cluster checks), failures first; the first
+    /// The typed problems (cluster and Sentinel checks), failures first; the first
     /// failure is also `problem` and `fix`. Absent when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
@@ -373,6 +428,50 @@ pub struct ClusterReport {
     pub not_checked: usize,
 }
 
+/// What a sentinel said when asked for the master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SentinelAnswer {
+    /// It named a master (`master`).
+    Named,
+    /// It monitors no master of this name (a nil reply).
+    UnknownName,
+    /// Reached, but an error or no answer in time (`problem`).
+    Refused,
+    /// Not reached: DNS, TCP, TLS or its handshake failed (`problem`).
+    Unreachable,
+}
+
+/// One sentinel as the doctor saw it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SentinelNode {
+    /// `host:port`.
+    pub sentinel: String,
+    pub answer: SentinelAnswer,
+    /// The master it named (`host:port`).
+    pub master: Option<String>,
+    /// Why it gave no answer; for `unknown_name`, what it monitors.
+    pub problem: Option<String>,
+}
+
+/// Sentinel mode: what each sentinel said and the master chosen.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SentinelReport {
+    pub master_name: String,
+    /// In the order given.
+    pub sentinels: Vec<SentinelNode>,
+    /// The master the client follows (`host:port`), chosen from the
+    /// answers by resilis-core's resolver, as the client chooses it.
+    pub master: Option<String>,
+    /// Sentinels that named it.
+    pub votes: usize,
+    /// Sentinels that answered (named a master or said the name is unknown).
+    pub answered: usize,
+    /// The first word of the master's `ROLE` (`master`, `slave`...); `None`
+    /// when not asked (no master, or the connection to it failed).
+    pub role: Option<String>,
+}
+
 /// Everything `resilis doctor` found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
@@ -385,6 +484,9 @@ pub struct Report {
     /// Cluster mode only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterReport>,
+    /// Sentinel mode only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelReport>,
     pub verdict: Verdict,
 }
 
@@ -439,12 +541,35 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_comes_after_config_and_cluster_last() {
+        let mut order = vec![StepName::Cluster, StepName::Sentinel];
+        order.extend(StepName::ALL);
+        order.sort_by_key(|s| s.order());
+        assert_eq!(
+            order,
+            [
+                StepName::Config,
+                StepName::Sentinel,
+                StepName::Dns,
+                StepName::Tcp,
+                StepName::Tls,
+                StepName::Handshake,
+                StepName::Ping,
+                StepName::Info,
+                StepName::Cluster,
+            ]
+        );
+    }
+
+    #[test]
     fn exit_codes_are_distinct_and_not_clap_s() {
-        let every = StepName::ALL.iter().chain([&StepName::Cluster]);
+        let every = StepName::ALL
+            .iter()
+            .chain([&StepName::Cluster, &StepName::Sentinel]);
         let mut codes: Vec<i32> = every.clone().map(|s| s.exit_code()).collect();
         codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes.len(), StepName::ALL.len() + 1);
+        assert_eq!(codes.len(), StepName::ALL.len() + 2);
         assert!(codes.iter().all(|c| *c > 2));
         for step in every {
             assert!(

@@ -276,8 +276,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let n = resp::encode::encode_args(&mut bytes, args)
             .map_err(|e| RequestError::Invalid(e.to_string()))?;
         bytes.truncate(n);
+        self.request_encoded(&bytes, limit).await
+    }
+
+    /// Like [`request_raw`](Self::request_raw), for a command already
+    /// encoded (by the core's own wire helpers, e.g.
+    /// `resilis_core::sentinel::encode_get_master`).
+    pub async fn request_encoded(
+        &mut self,
+        bytes: &[u8],
+        limit: Duration,
+    ) -> Result<Vec<u8>, RequestError> {
         let deadline = tokio::time::Instant::now() + limit;
-        timeout(limit, self.stream.write_all(&bytes))
+        timeout(limit, self.stream.write_all(bytes))
             .await
             .map_err(|_| RequestError::TimedOut)?
             .map_err(|e| RequestError::Io(e.to_string()))?;

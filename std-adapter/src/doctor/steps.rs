@@ -1,9 +1,10 @@
 //! The diagnosis itself: each step in order, each timed, stopping at the
 //! first failure with the reason, the evidence and the fix. This file holds
 //! the walk and the steps up to TCP; the TLS step is in `tls_probe`, the
-//! handshake, PING and INFO in `redis_steps`, the Cluster step in `cluster`.
-//! [`connect`] is the per-connection walk, which cluster mode runs once per
-//! node.
+//! handshake, PING and INFO in `redis_steps`, the Cluster step in `cluster`,
+//! the Sentinel step in `sentinel`. [`connect`] is the per-connection walk,
+//! which cluster mode runs once per node and Sentinel mode once per
+//! sentinel and for the master.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,18 +18,28 @@ use tokio::time::timeout;
 
 use super::redis_steps::after_transport;
 use super::report::{
-    ClusterReport, Finding, PingStats, Report, ServerInfo, Status, Step, StepName, Target, Verdict,
+    ClusterReport, Finding, PingStats, Report, SentinelReport, SentinelTarget, ServerInfo, Status,
+    Step, StepName, Target, Verdict,
 };
 use super::session::{AnySession, Session, Stream, classify_io, reason_name};
 use super::tls;
 use super::tls_probe::{plaintext_tls_verdict, tls_step};
 use super::{Options, Resolver};
 use crate::error::Error;
+use crate::options::SentinelOptions;
 use crate::tls::{HostSource, TLS_ENV_VARS, TlsOptions};
 
 /// The variable that names a cluster's seed nodes (besides a URL naming
 /// several hosts).
 const CLUSTER_NODES_VAR: &str = "REDIS_CLUSTER_NODES";
+/// Sentinel mode's variables (besides a `redis+sentinel://` URL), as
+/// `Options::from_env` reads them.
+const SENTINEL_VARS: [&str; 4] = [
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_USERNAME",
+    "REDIS_SENTINEL_PASSWORD",
+];
 
 /// The diagnosis so far: steps in order, and the failure that ended it.
 pub(super) struct Diagnosis {
@@ -46,6 +57,10 @@ pub(super) struct Diagnosis {
     pub cluster_mode: bool,
     /// INFO said `cluster_enabled:1`.
     pub cluster_enabled: bool,
+    /// The settings name sentinels: the Sentinel step runs first, and the
+    /// master's role is its finding, not an INFO warning.
+    pub sentinel_mode: bool,
+    pub sentinel: Option<SentinelReport>,
     /// What "healthy" means here, when not "accepts this configuration and
     /// answers PING".
     pub healthy_note: Option<String>,
@@ -71,6 +86,8 @@ impl Diagnosis {
             cluster: None,
             cluster_mode,
             cluster_enabled: false,
+            sentinel_mode: false,
+            sentinel: None,
             healthy_note: None,
         }
     }
@@ -173,7 +190,12 @@ pub(crate) async fn run(
     let mut d = Diagnosis::new(false);
     walk(&mut d, url, env, options).await;
     let cluster_step = d.cluster_mode.then_some(StepName::Cluster);
-    for name in StepName::ALL.into_iter().chain(cluster_step) {
+    let sentinel_step = d.sentinel_mode.then_some(StepName::Sentinel);
+    for name in StepName::ALL
+        .into_iter()
+        .chain(cluster_step)
+        .chain(sentinel_step)
+    {
         if !d.steps.iter().any(|s| s.name == name) {
             d.steps
                 .push(Step::skipped(name, "skipped: an earlier step failed"));
@@ -185,7 +207,9 @@ pub(crate) async fn run(
             .iter()
             .any(|s| s.name == name && matches!(s.status, Status::Ok | Status::Warn))
     };
-    let finished = passed(StepName::Info) && (!d.cluster_mode || passed(StepName::Cluster));
+    let finished = passed(StepName::Info)
+        && (!d.cluster_mode || passed(StepName::Cluster))
+        && (!d.sentinel_mode || passed(StepName::Sentinel));
     if d.failure.is_none() && !finished {
         // Every early return records a failure; this is a bug, not health.
         return Report {
@@ -195,6 +219,7 @@ pub(crate) async fn run(
             ping: d.ping,
             server: d.server,
             cluster: d.cluster,
+            sentinel: d.sentinel,
             verdict: Verdict {
                 healthy: false,
                 exit_code: 1,
@@ -251,6 +276,7 @@ pub(crate) async fn run(
         ping: d.ping,
         server: d.server,
         cluster: d.cluster,
+        sentinel: d.sentinel,
         verdict,
     }
 }
@@ -266,6 +292,11 @@ async fn walk(
     let Some((setup, trust)) = config_step(d, url, env, options, started) else {
         return;
     };
+    if setup.sentinel.is_some() {
+        d.sentinel_mode = true;
+        super::sentinel::walk(d, &setup, options).await;
+        return;
+    }
     if setup.seeds.is_some() {
         d.cluster_mode = true;
         super::cluster::walk(d, &setup, trust, options).await;
@@ -273,10 +304,13 @@ async fn walk(
     }
     let config = setup.config.clone();
     let session = connect(d, &setup, &config, trust, options, Upto::Info).await;
-    if let Some(mut session) = session
-        && d.cluster_enabled
-    {
+    let Some(mut session) = session else {
+        return;
+    };
+    if d.cluster_enabled {
         super::cluster::single_node_is_cluster(d, &mut session, &setup, options.timeout).await;
+    } else if d.server.as_ref().and_then(|s| s.mode.as_deref()) == Some("sentinel") {
+        super::sentinel::single_node_is_sentinel(d, &mut session, &setup, options.timeout).await;
     }
 }
 
@@ -295,6 +329,10 @@ pub(super) struct Setup {
     pub host_source: HostSource,
     /// Cluster mode: every seed, `config`'s host and port first.
     pub seeds: Option<Vec<NodeAddr>>,
+    /// Sentinel mode: the sentinels, the master's name, the sentinels'
+    /// credentials. `config` is then the data nodes' (its host and port a
+    /// placeholder until the sentinels name the master).
+    pub sentinel: Option<SentinelOptions>,
 }
 
 impl Setup {
@@ -398,6 +436,7 @@ fn config_step(
         .iter()
         .chain(TLS_ENV_VARS)
         .chain(&[CLUSTER_NODES_VAR])
+        .chain(&SENTINEL_VARS)
         .filter(|n| set(n))
         .map(|n| (*n).to_owned())
         .collect();
@@ -406,6 +445,8 @@ fn config_step(
         "the command line".to_owned()
     } else if set("REDIS_URL") {
         "REDIS_URL".to_owned()
+    } else if set("REDIS_SENTINELS") {
+        "REDIS_SENTINELS / REDIS_SENTINEL_MASTER".to_owned()
     } else if set("REDIS_HOST") || set("REDIS_PORT") {
         "REDIS_HOST / REDIS_PORT".to_owned()
     } else if set(CLUSTER_NODES_VAR) {
@@ -413,25 +454,41 @@ fn config_step(
     } else {
         "the default: REDIS_URL and REDIS_HOST are not set".to_owned()
     };
-    let refused = |d: &mut Diagnosis, e: &Error| {
+    let refused = |d: &mut Diagnosis, e: &Error, details: Vec<String>| {
         let fix = match e {
             Error::Config(e) => format!("fix {}: {e}", e.field),
-            other => other.to_string(),
+            other => other.fix().map_or_else(|| other.to_string(), str::to_owned),
         };
-        d.config_refused(started, vec![format!("settings from {source}")], e, &fix);
+        d.config_refused(started, details, e, &fix);
     };
+    let settings_from = || vec![format!("settings from {source}")];
     // A URL naming several hosts is cluster mode, as for the client: the
     // core parses the URL of the first (credentials and options included).
+    // A Sentinel URL: the core parses the data nodes' URL.
     let given = url.map(str::to_owned).or_else(|| {
         env("REDIS_URL")
             .filter(|v| !v.trim().is_empty())
             .map(|v| v.trim().to_owned())
     });
-    let (first_url, mut seeds) = match given.as_deref().map(crate::seeds::split_url) {
-        None => (None, None),
-        Some(Ok((first, seeds))) => (Some(first), seeds),
+    let sentinel_url = match given.as_deref().map(crate::seeds::sentinel_url) {
         Some(Err(e)) => {
-            refused(d, &e);
+            refused(d, &e, settings_from());
+            return None;
+        }
+        Some(Ok(parsed)) => parsed,
+        None => None,
+    };
+    let split = match (&sentinel_url, given.as_deref()) {
+        (Some(s), _) => Ok((Some(s.data_url.clone()), None)),
+        (None, Some(given)) => {
+            crate::seeds::split_url(given).map(|(first, seeds)| (Some(first), seeds))
+        }
+        (None, None) => Ok((None, None)),
+    };
+    let (first_url, mut seeds) = match split {
+        Ok(split) => split,
+        Err(e) => {
+            refused(d, &e, settings_from());
             return None;
         }
     };
@@ -457,7 +514,7 @@ fn config_step(
         let list = match crate::seeds::parse_list(CLUSTER_NODES_VAR, &list) {
             Ok(list) => list,
             Err(e) => {
-                refused(d, &e);
+                refused(d, &e, settings_from());
                 return None;
             }
         };
@@ -472,7 +529,7 @@ fn config_step(
         }
         seeds = Some(list);
     }
-    let seeds = seeds.map(|list| {
+    let mut seeds = seeds.map(|list| {
         let first = NodeAddr {
             host: config.host.clone(),
             port: config.port,
@@ -498,16 +555,53 @@ fn config_step(
         Some(_) => HostSource::Url,
         None => HostSource::of_env(env),
     };
+    // As the client refuses them: TLS settings without TLS, a host that
+    // cannot be a TLS server name.
+    let tls_refused = match tls_settings.check_tls_on(config.tls) {
+        Err(e) => Some(e),
+        Ok(()) if config.tls => tls_settings
+            .server_name_for(config.host.as_str(), host_source)
+            .err(),
+        Ok(()) => None,
+    };
+    // Sentinel mode, read by the client's own `Options::from_lookup`: once
+    // the rest has passed the doctor's checks (so that their errors are
+    // worded as above), its only errors are about the sentinels.
+    let wants_sentinel = sentinel_url.is_some()
+        || env("REDIS_SENTINELS").is_some()
+        || env("REDIS_SENTINEL_MASTER").is_some();
+    let mut sentinel_refused = None;
+    let sentinel = if wants_sentinel && tls_refused.is_none() {
+        let client_env = |name: &str| match (name, &given) {
+            ("REDIS_URL", Some(given)) => Some(given.clone()),
+            _ => env(name),
+        };
+        match crate::Options::from_lookup(client_env) {
+            Ok(o) => o.sentinel,
+            Err(e) => {
+                sentinel_refused = Some(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if sentinel.is_some() {
+        // The client ignores cluster settings in Sentinel mode.
+        seeds = None;
+    }
     let target = target(
         &config,
         seeds.as_deref(),
+        sentinel.as_ref(),
         &tls_settings,
         source,
         env_used,
         options,
     );
-    let place = match &seeds {
-        Some(seeds) => format!(
+    let place = match (&seeds, &sentinel) {
+        (_, Some(s)) => format!("Sentinel mode, master '{}'", s.master_name),
+        (Some(seeds), None) => format!(
             "cluster mode, {} seed{}: {}",
             seeds.len(),
             if seeds.len() == 1 { "" } else { "s" },
@@ -517,7 +611,7 @@ fn config_step(
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        None => format!("{}:{}", target.host, target.port),
+        (None, None) => format!("{}:{}", target.host, target.port),
     };
     let mut details = vec![format!(
         "{place} · TLS {} · user {} · password {} · db {} · RESP{}",
@@ -535,6 +629,20 @@ fn config_step(
         target.db,
         target.protocol
     )];
+    if let Some(s) = &target.sentinel {
+        details.push(format!(
+            "{} sentinel{}: {} · sentinel user {} · sentinel password {}",
+            s.sentinels.len(),
+            if s.sentinels.len() == 1 { "" } else { "s" },
+            s.sentinels.join(", "),
+            if s.username.is_empty() {
+                "default".to_owned()
+            } else {
+                format!("\"{}\"", s.username)
+            },
+            if s.password_set { "set" } else { "not set" },
+        ));
+    }
     details.push(format!(
         "client timeouts: connect {}, handshake {}, PING every {} (dead after {} more); the doctor allows {} per step",
         show_duration(config.connect_timeout),
@@ -548,17 +656,19 @@ fn config_step(
     }
     let summary = format!("settings from {}", target.source);
     d.target = Some(target);
-    // As the client refuses them: TLS settings without TLS, a host that
-    // cannot be a TLS server name.
-    let refused = match tls_settings.check_tls_on(config.tls) {
-        Err(e) => Some(e),
-        Ok(()) if config.tls => tls_settings
-            .server_name_for(config.host.as_str(), host_source)
-            .err(),
-        Ok(()) => None,
-    };
-    if let Some(e) = refused {
+    if let Some(e) = tls_refused {
         d.config_refused(started, details, &e, e.fix);
+        return None;
+    }
+    if let Some(e) = sentinel_refused {
+        refused(d, &e, details);
+        return None;
+    }
+    // As the client refuses them when it starts.
+    if let Some(s) = &sentinel
+        && let Err(e) = super::sentinel::check(s)
+    {
+        d.config_refused(started, details, &e, super::sentinel::CHECK_FIX);
         return None;
     }
     let trust = if config.tls {
@@ -580,13 +690,18 @@ fn config_step(
             }
         }
     } else {
-        let loopback = config.host.as_str() == "localhost"
-            || config
-                .host
-                .as_str()
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !config.password.is_empty() && !loopback {
+        let loopback = |host: &str| {
+            host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        };
+        // In Sentinel mode the master is not known yet: its sentinels stand
+        // for where the deployment is.
+        let remote = match &sentinel {
+            Some(s) => s.sentinels.iter().any(|(host, _)| !loopback(host)),
+            None => !loopback(config.host.as_str()),
+        };
+        let password = !config.password.is_empty()
+            || sentinel.as_ref().is_some_and(|s| !s.password.is_empty());
+        if password && remote {
             d.warnings.push(
                 "the password travels in clear text (redis://, no TLS): use rediss:// or REDIS_TLS=true if the server offers TLS"
                     .to_owned(),
@@ -600,6 +715,7 @@ fn config_step(
         tls: tls_settings,
         host_source,
         seeds,
+        sentinel,
     };
     Some((setup, trust))
 }
@@ -607,14 +723,16 @@ fn config_step(
 fn target(
     config: &Config,
     seeds: Option<&[NodeAddr]>,
+    sentinel: Option<&SentinelOptions>,
     tls: &TlsOptions,
     source: String,
     env_used: Vec<String>,
     options: &Options,
 ) -> Target {
-    let url = match seeds {
-        Some(seeds) => redacted_url_of(config, seeds),
-        None => redacted_url(config),
+    let url = match (seeds, sentinel) {
+        (_, Some(s)) => redacted_sentinel_url(config, s),
+        (Some(seeds), None) => redacted_url_of(config, seeds),
+        (None, None) => redacted_url(config),
     };
     Target {
         url,
@@ -633,19 +751,32 @@ fn target(
         ping_interval_ms: config.ping_interval.as_millis() as u64,
         step_timeout_ms: options.timeout.as_millis() as u64,
         cluster_seeds: seeds.map(|s| s.iter().map(NodeAddr::to_string).collect()),
+        sentinel: sentinel.map(|s| SentinelTarget {
+            sentinels: s
+                .sentinels
+                .iter()
+                .map(|(host, port)| host_port(host, *port))
+                .collect(),
+            master_name: s.master_name.clone(),
+            username: s.username.clone(),
+            password_set: !s.password.is_empty(),
+        }),
+    }
+}
+
+/// `host:port`, IPv6 in brackets.
+pub(super) fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
 /// `redis://user:***@host:port/db`: the URL the config amounts to, never
 /// with the password.
 pub(crate) fn redacted_url(config: &Config) -> String {
-    let host = config.host.as_str();
-    let host = if host.contains(':') {
-        format!("[{host}]:{}", config.port)
-    } else {
-        format!("{host}:{}", config.port)
-    };
-    redacted_url_with(config, &host)
+    redacted_url_with(config, &host_port(config.host.as_str(), config.port))
 }
 
 /// `redis://user:***@h1:p1,h2:p2/db`: the URL naming every node (cluster
@@ -655,18 +786,42 @@ pub(crate) fn redacted_url_of(config: &Config, nodes: &[NodeAddr]) -> String {
     redacted_url_with(config, &hosts.join(","))
 }
 
+/// `redis+sentinel://user:***@s1:p1,s2:p2/mymaster/db`: the URL naming
+/// the sentinels (Sentinel mode), never with the password. The userinfo
+/// is the data nodes'; the sentinels' own password is never in a URL.
+pub(crate) fn redacted_sentinel_url(config: &Config, sentinel: &SentinelOptions) -> String {
+    let hosts: Vec<String> = sentinel
+        .sentinels
+        .iter()
+        .map(|(host, port)| host_port(host, *port))
+        .collect();
+    format!(
+        "{}+sentinel://{}{}/{}/{}",
+        if config.tls { "rediss" } else { "redis" },
+        userinfo(config),
+        hosts.join(","),
+        sentinel.master_name,
+        config.db
+    )
+}
+
 /// `redis://user:***@{hosts}/db`: the config's URL with these hosts.
 pub(crate) fn redacted_url_with(config: &Config, hosts: &str) -> String {
-    let userinfo = match (config.username.is_empty(), config.password.is_empty()) {
+    format!(
+        "{}://{}{hosts}/{}",
+        if config.tls { "rediss" } else { "redis" },
+        userinfo(config),
+        config.db
+    )
+}
+
+/// `user:***@`, `user@` or nothing: never the password.
+fn userinfo(config: &Config) -> String {
+    match (config.username.is_empty(), config.password.is_empty()) {
         (true, true) => String::new(),
         (false, true) => format!("{}@", config.username),
         (_, false) => format!("{}:***@", config.username),
-    };
-    format!(
-        "{}://{userinfo}{hosts}/{}",
-        if config.tls { "rediss" } else { "redis" },
-        config.db
-    )
+    }
 }
 
 async fn dns_step(
@@ -861,6 +1016,23 @@ mod tests {
         assert_eq!(shown("redis://:hunter2@[::1]"), "redis://:***@[::1]:6379/0");
         assert_eq!(shown("redis://app@h"), "redis://app@h:6379/0");
         assert_eq!(shown("redis://h"), "redis://h:6379/0");
+    }
+
+    #[test]
+    fn the_shown_sentinel_url_never_has_a_password() {
+        let options = crate::Options::from_lookup(|name: &str| match name {
+            "REDIS_URL" => {
+                Some("rediss+sentinel://app:hunter2@s1:26379,[::1]:26380/mymaster/3".into())
+            }
+            "REDIS_SENTINEL_PASSWORD" => Some("sentinel-hunter2".into()),
+            _ => None,
+        })
+        .unwrap();
+        let sentinel = options.sentinel.as_ref().unwrap();
+        assert_eq!(
+            redacted_sentinel_url(&options.config, sentinel),
+            "rediss+sentinel://app:***@s1:26379,[::1]:26380/mymaster/3"
+        );
     }
 
     #[test]

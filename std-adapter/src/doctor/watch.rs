@@ -7,16 +7,23 @@
 //! it prints one status line per refresh and one line per event, which is
 //! what logs and tests want. Ctrl-C (or `--for`) ends it cleanly: the
 //! client is shut down and the last status printed.
+//!
+//! In Sentinel mode (a `redis+sentinel://` URL, or `REDIS_SENTINELS`) the
+//! client is the library's Sentinel client: the status also shows the
+//! master it follows and how many sentinels are connected
+//! ([`Client::sentinel_health`]), and each change of master is an event
+//! line ([`Client::sentinel_events`]).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use resilis_core::{Config, Event};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::steps::{redacted_url, show_duration};
+use super::steps::{redacted_sentinel_url, redacted_url, show_duration};
 use crate::tls::{HostSource, TlsOptions};
-use crate::{Client, Health};
+use crate::{Client, Health, SentinelEvent, SentinelHealth};
 
 /// Events kept on screen in interactive mode.
 const EVENTS_SHOWN: usize = 12;
@@ -58,21 +65,39 @@ pub async fn watch(
         ("REDIS_URL", Some(url)) => Some(url.to_owned()),
         _ => env(name),
     };
-    let mut config = Config::from_env(lookup).map_err(|e| e.to_string())?;
-    if let Some(every) = options.ping_interval {
-        config.ping_interval = every;
-    }
-    let tls = TlsOptions::from_lookup(env).map_err(|e| e.to_string())?;
-    let target = redacted_url(&config);
-    let mut client_options = crate::Options::from_config(config.clone()).tls(tls);
-    client_options.host_source = match url {
-        Some(_) => HostSource::Url,
-        None => HostSource::of_env(env),
+    let (client_options, target) = if wants_sentinel(&lookup) {
+        // Read as the client reads them, Sentinel settings included.
+        let mut o = crate::Options::from_lookup(lookup).map_err(|e| error_text(&e))?;
+        if let Some(every) = options.ping_interval {
+            o.config.ping_interval = every;
+        }
+        if url.is_some() {
+            o.host_source = HostSource::Url;
+        }
+        let target = match &o.sentinel {
+            Some(s) => redacted_sentinel_url(&o.config, s),
+            None => redacted_url(&o.config),
+        };
+        (o, target)
+    } else {
+        let mut config = Config::from_env(lookup).map_err(|e| e.to_string())?;
+        if let Some(every) = options.ping_interval {
+            config.ping_interval = every;
+        }
+        let tls = TlsOptions::from_lookup(env).map_err(|e| e.to_string())?;
+        let target = redacted_url(&config);
+        let mut client_options = crate::Options::from_config(config).tls(tls);
+        client_options.host_source = match url {
+            Some(_) => HostSource::Url,
+            None => HostSource::of_env(env),
+        };
+        (client_options, target)
     };
-    let client = Client::with_options(client_options).map_err(|e| e.to_string())?;
+    let client = Client::with_options(client_options).map_err(|e| error_text(&e))?;
     // Subscribed before the driver task first runs (it needs this task to
     // yield), so the first Connecting is not missed.
     let mut events = client.events();
+    let mut sentinel_events = client.sentinel_events();
     let started = Instant::now();
     let mut view = View {
         target,
@@ -92,6 +117,26 @@ pub async fn watch(
         tokio::select! {
             _ = &mut ctrl_c => break "Ctrl-C",
             _ = sleep_until(end) => break "--for elapsed",
+            event = next_sentinel_event(&mut sentinel_events) => {
+                let line = match event {
+                    Ok(event) => describe_sentinel(&event),
+                    Err(RecvError::Lagged(n)) => format!("({n} Sentinel events missed)"),
+                    Err(RecvError::Closed) => {
+                        sentinel_events = None;
+                        continue;
+                    }
+                };
+                let stamped = format!("{:>8}  {line}", stamp(started.elapsed()));
+                if options.interactive {
+                    view.log.push(stamped);
+                    if view.log.len() > EVENTS_SHOWN {
+                        view.log.remove(0);
+                    }
+                    let _ = write!(out, "{}", view.screen(&client.health(), client.sentinel_health().as_ref()));
+                } else {
+                    let _ = writeln!(out, "{stamped}");
+                }
+            }
             event = events.recv() => {
                 let line = match event {
                     Ok(event) => {
@@ -107,32 +152,83 @@ pub async fn watch(
                     if view.log.len() > EVENTS_SHOWN {
                         view.log.remove(0);
                     }
-                    let _ = write!(out, "{}", view.screen(&client.health()));
+                    let _ = write!(out, "{}", view.screen(&client.health(), client.sentinel_health().as_ref()));
                 } else {
                     let _ = writeln!(out, "{stamped}");
                 }
             }
             _ = tick.tick() => {
                 let health = client.health();
+                let sentinel = client.sentinel_health();
                 if options.interactive {
-                    let _ = write!(out, "{}", view.screen(&health));
+                    let _ = write!(out, "{}", view.screen(&health, sentinel.as_ref()));
                 } else {
-                    let _ = writeln!(out, "{:>8}  {}", stamp(started.elapsed()), view.status_line(&health));
+                    let _ = writeln!(out, "{:>8}  {}", stamp(started.elapsed()), view.status_line(&health, sentinel.as_ref()));
                 }
             }
         }
         let _ = out.flush();
     };
     let health = client.health();
+    let sentinel = client.sentinel_health();
     client.shutdown().await;
     let _ = writeln!(
         out,
         "{:>8}  stopped ({stopped_by}); last status: {}",
         stamp(started.elapsed()),
-        view.status_line(&health)
+        view.status_line(&health, sentinel.as_ref())
     );
     let _ = out.flush();
     Ok(())
+}
+
+/// Sentinel mode is asked for, as `Options::from_lookup` decides it.
+fn wants_sentinel(lookup: &dyn Fn(&str) -> Option<String>) -> bool {
+    lookup("REDIS_URL").is_some_and(|u| {
+        let u = u.trim_start();
+        u.starts_with("redis+sentinel://") || u.starts_with("rediss+sentinel://")
+    }) || lookup("REDIS_SENTINELS").is_some()
+        || lookup("REDIS_SENTINEL_MASTER").is_some()
+}
+
+/// A client error with its fix, as a config error reads.
+fn error_text(e: &crate::Error) -> String {
+    match (e, e.fix()) {
+        (crate::Error::Config(_), _) | (_, None) => e.to_string(),
+        (_, Some(fix)) => format!("{e}: {fix}"),
+    }
+}
+
+/// The next change of master; pending forever outside Sentinel mode.
+async fn next_sentinel_event(
+    events: &mut Option<broadcast::Receiver<SentinelEvent>>,
+) -> Result<SentinelEvent, RecvError> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A change of master as a line of the log.
+pub fn describe_sentinel(event: &SentinelEvent) -> String {
+    match event {
+        SentinelEvent::MasterChanged { from, to, cause } => format!(
+            "sentinel: master {} → {} ({cause})",
+            from.as_deref().unwrap_or("none"),
+            to.as_deref().unwrap_or("none")
+        ),
+    }
+}
+
+/// `master=host:port sentinels=2/3`: the master followed and the
+/// sentinels connected.
+fn sentinel_status(s: &SentinelHealth) -> String {
+    format!(
+        "master={} sentinels={}/{}",
+        s.master.as_deref().unwrap_or("-"),
+        s.sentinels.iter().filter(|s| s.ready).count(),
+        s.sentinels.len()
+    )
 }
 
 async fn sleep_until(end: Option<tokio::time::Instant>) {
@@ -180,8 +276,8 @@ impl View {
         }
     }
 
-    fn status_line(&self, h: &Health) -> String {
-        format!(
+    fn status_line(&self, h: &Health, sentinel: Option<&SentinelHealth>) -> String {
+        let mut line = format!(
             "phase={} attempt={} next_retry={} ping={} fallback={} reconnects={} ok={} failed={}",
             h.state,
             h.reconnect_attempts,
@@ -198,10 +294,15 @@ impl View {
             h.counters.reconnects,
             h.counters.commands_ok,
             h.counters.commands_failed,
-        )
+        );
+        if let Some(s) = sentinel {
+            line.push(' ');
+            line.push_str(&sentinel_status(s));
+        }
+        line
     }
 
-    fn screen(&self, h: &Health) -> String {
+    fn screen(&self, h: &Health, sentinel: Option<&SentinelHealth>) -> String {
         let mut s = String::from("\x1b[H\x1b[2J");
         let line = |s: &mut String, k: &str, v: String| {
             s.push_str(&format!("  {k:<12} {v}\n"));
@@ -251,6 +352,39 @@ impl View {
         if let Some(e) = &h.last_error {
             line(&mut s, "last error", e.message.clone());
             line(&mut s, "fix", e.fix.to_owned());
+        }
+        if let Some(sh) = sentinel {
+            line(
+                &mut s,
+                "master",
+                format!(
+                    "'{}' → {} (rounds {}, switches {}, not-master reports {})",
+                    sh.master_name,
+                    sh.master.as_deref().unwrap_or("- (none known)"),
+                    sh.rounds,
+                    sh.switches,
+                    sh.not_master
+                ),
+            );
+            line(
+                &mut s,
+                "sentinels",
+                sh.sentinels
+                    .iter()
+                    .map(|st| {
+                        format!(
+                            "{} {}{}",
+                            st.addr,
+                            if st.ready { "up" } else { "DOWN" },
+                            if st.watched { " (watched)" } else { "" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" · "),
+            );
+            if let Some(e) = &sh.last_error {
+                line(&mut s, "sentinel err", e.clone());
+            }
         }
         let c = &h.counters;
         line(
