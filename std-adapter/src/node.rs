@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::fallback::FallbackConfig;
 use crate::health::{Health, Shared, Status};
 use crate::options::{OfflineMode, Options};
-use crate::pubsub::{Kind, Push, Subscriber};
+use crate::pubsub::{Kind, Push, Subscriber, Unsubscribe};
 use crate::tls::client_config;
 use resilis_core::pubsub::{Carrier, PubSubEvent, carrier};
 
@@ -264,12 +264,25 @@ impl Node {
         names: Vec<Vec<u8>>,
     ) -> Result<Subscriber, Error> {
         let (tx, shared) = self.subscription_carrier()?;
+        let unsubscribe_tx = tx.clone();
+        let unsubscribe: Unsubscribe = Box::new(move |kind, names| {
+            let request = Request::Unsubscribe { kind, names };
+            if let Err(mpsc::error::TrySendError::Full(request)) = unsubscribe_tx.try_send(request)
+            {
+                let tx = unsubscribe_tx.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = tx.send(request).await;
+                    });
+                }
+            }
+        });
         let subscriber = Subscriber::new(
             kind,
             names.clone(),
             self.inner.options.pubsub,
             shared.hub.clone(),
-            tx.clone(),
+            unsubscribe,
         );
         let (done, answer) = oneshot::channel();
         tx.send(Request::Subscribe { kind, names, done })

@@ -23,11 +23,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-pub use resilis_core::pubsub::Kind;
-use tokio::sync::mpsc;
-
-use crate::driver::Request;
 use crate::value::Value;
+pub use resilis_core::pubsub::Kind;
+
+/// Tells the carrying connection that nobody listens to these names any
+/// more (it unsubscribes those no new subscriber took meanwhile).
+pub(crate) type Unsubscribe = Box<dyn Fn(Kind, Vec<Vec<u8>>) + Send + Sync>;
 
 /// Bounds of each subscriber's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,10 +273,11 @@ pub struct Subscriber {
 
 /// Who holds the subscriptions behind a [`Subscriber`].
 enum Owner {
-    /// One connection's hub: dropping unsubscribes there.
+    /// One connection's hub: dropping unsubscribes there, with the names
+    /// nobody else holds.
     Node {
         hub: Arc<Hub>,
-        tx: mpsc::Sender<Request>,
+        unsubscribe: Unsubscribe,
     },
     /// Cluster mode: a task that keeps one node-level subscriber per slot
     /// on the slot's owner and moves it when the slot moves.
@@ -297,7 +299,7 @@ impl Subscriber {
         names: Vec<Vec<u8>>,
         config: PubSubConfig,
         hub: Arc<Hub>,
-        tx: mpsc::Sender<Request>,
+        unsubscribe: Unsubscribe,
     ) -> Subscriber {
         let sink = Arc::new(Sink::new(config));
         hub.add(kind, &names, &sink);
@@ -305,7 +307,7 @@ impl Subscriber {
             kind,
             names,
             sink,
-            owner: Owner::Node { hub, tx },
+            owner: Owner::Node { hub, unsubscribe },
         }
     }
 
@@ -365,29 +367,15 @@ impl futures_core::Stream for Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        let (hub, tx) = match &self.owner {
-            Owner::Node { hub, tx } => (hub, tx),
-            Owner::Task(task) => {
-                // Its node-level subscribers unsubscribe as they drop.
-                task.abort();
-                return;
+        match &self.owner {
+            Owner::Node { hub, unsubscribe } => {
+                let names = hub.remove(self.kind, &self.names, &self.sink);
+                if !names.is_empty() {
+                    unsubscribe(self.kind, names);
+                }
             }
-        };
-        let names = hub.remove(self.kind, &self.names, &self.sink);
-        if names.is_empty() {
-            return;
-        }
-        let request = Request::Unsubscribe {
-            kind: self.kind,
-            names,
-        };
-        if let Err(mpsc::error::TrySendError::Full(request)) = tx.try_send(request) {
-            let tx = tx.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = tx.send(request).await;
-                });
-            }
+            // Its node-level subscribers unsubscribe as they drop.
+            Owner::Task(task) => task.abort(),
         }
     }
 }

@@ -35,7 +35,8 @@
 //! Driving it, next to a [`Connection`](crate::Connection):
 //!
 //! ```text
-//! every conn Event                → subs.handle_event(now, &event)
+//! Event::Ready                     → subs.handle_ready(now)
+//! Event::Disconnected              → subs.handle_lost(now)      (a loss opens the gaps)
 //! Received::Push { frame }        → subs.handle_push(now, &frame) → Delivery
 //! Received::PubSubRefused {frame} → subs.handle_refused(now, &frame), then refused()/clear_refused()
 //! conn ready and conn.room() > 0  → subs.poll_request(now, &mut buf)
@@ -48,7 +49,6 @@
 use heapless::{Deque, Vec};
 
 use crate::config::Protocol;
-use crate::conn::Event;
 use crate::resp::Frame;
 use crate::resp::encode::{self, EncodeError};
 use crate::time::Instant;
@@ -510,17 +510,16 @@ impl<const SUBS: usize, const BYTES: usize> Subscriptions<SUBS, BYTES> {
 
     // ----- the connection --------------------------------------------------
 
-    /// Every event of the connection that carries the subscriptions: Ready
-    /// starts the (re)subscribe, a loss opens the gaps.
-    pub fn handle_event(&mut self, now: Instant, event: &Event) {
-        match event {
-            Event::Ready { .. } => self.ready = true,
-            Event::Disconnected { .. } => self.connection_lost(now),
-            _ => {}
-        }
+    /// The carrying connection is ready (its `Event::Ready`): the
+    /// (re)subscribe starts at the next [`poll_request`](Self::poll_request).
+    pub fn handle_ready(&mut self, now: Instant) {
+        let _ = now;
+        self.ready = true;
     }
 
-    fn connection_lost(&mut self, now: Instant) {
+    /// The carrying connection was lost (its `Event::Disconnected`): every
+    /// confirmed subscription opens a gap, and is wanted again.
+    pub fn handle_lost(&mut self, now: Instant) {
         self.ready = false;
         let mut i = 0;
         // Bounded: each pass removes an entry or moves on.

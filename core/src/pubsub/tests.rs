@@ -85,7 +85,10 @@ impl T {
         for _ in 0..100 {
             match self.conn.poll_output() {
                 Output::Transmit(b) => self.written.push(s(b)),
-                Output::Event(e) => self.subs.handle_event(self.now, &e),
+                Output::Event(crate::conn::Event::Ready { .. }) => self.subs.handle_ready(self.now),
+                Output::Event(crate::conn::Event::Disconnected { .. }) => {
+                    self.subs.handle_lost(self.now)
+                }
                 Output::Wait(_) => break,
                 _ => {}
             }
@@ -501,13 +504,7 @@ fn names_per_request_and_a_buffer_too_small() {
         subs.subscribe(Kind::Channel, std::format!("c{i}").as_bytes())
             .unwrap();
     }
-    subs.handle_event(
-        Instant::ZERO,
-        &Event::Ready {
-            protocol: crate::config::Protocol::Resp3,
-            server_version: None,
-        },
-    );
+    subs.handle_ready(Instant::ZERO);
     let mut small = [0u8; 16];
     let Some(Err(needed)) = subs.poll_request(Instant::ZERO, &mut small) else {
         panic!("too small");

@@ -400,7 +400,11 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         if let Some(subs) = &mut self.subs {
             let now = CoreInstant::from_micros(self.epoch.elapsed().as_micros() as u64);
-            subs.handle_event(now, &event);
+            match event {
+                Event::Ready { .. } => subs.handle_ready(now),
+                Event::Disconnected { .. } => subs.handle_lost(now),
+                _ => {}
+            }
             self.sub_waiters.retain(|w| !w.done.is_closed());
         }
         let endpoint = &self.shared.endpoint;
@@ -905,14 +909,8 @@ impl Driver {
     ) {
         if self.subs.is_none() {
             let mut subs = Box::new(Subscriptions::new());
-            if let (true, Some(protocol)) = (self.conn.is_ready(), self.conn.protocol()) {
-                subs.handle_event(
-                    now,
-                    &Event::Ready {
-                        protocol,
-                        server_version: None,
-                    },
-                );
+            if self.conn.is_ready() {
+                subs.handle_ready(now);
             }
             self.subs = Some(subs);
         }
