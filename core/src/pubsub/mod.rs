@@ -493,10 +493,8 @@ impl<const SUBS: usize, const BYTES: usize> Subscriptions<SUBS, BYTES> {
         match self.entries[i].state {
             State::Wanted | State::Refused => self.remove(i),
             // Written: the server will hold it, so it must be undone there.
-            State::Sent { .. } | State::Confirmed if self.ready => {
-                self.entries[i].state = State::Leaving;
-            }
-            State::Sent { .. } | State::Confirmed => self.remove(i),
+            // (Only while ready: a loss turns both back into Wanted.)
+            State::Sent { .. } | State::Confirmed => self.entries[i].state = State::Leaving,
             State::Leaving => return false,
             State::LeaveSent { seq, rejoin } => {
                 if !rejoin {

@@ -602,3 +602,99 @@ fn errors_say_what_to_do() {
     assert!(text(PubSubError::NamesTooLong { max: 9 }).contains("9 bytes"));
     assert!(text(PubSubError::EmptyName).contains("empty"));
 }
+
+#[test]
+fn shard_and_pattern_messages_are_told_apart_from_other_pushes() {
+    let mut t = T::ready(3, false);
+    t.subs.subscribe(Kind::Shard, b"s").unwrap();
+    t.pump();
+    t.recv(&push(&["ssubscribe", "s", ":1"]));
+    assert_eq!(
+        t.recv(&push(&["smessage", "s", "x"])),
+        [Seen::Message(Kind::Shard, "s".into(), None, "x".into())]
+    );
+    // Four elements but not a pmessage: not a pub/sub frame.
+    assert_eq!(t.recv(&push(&["tracking", "a", "b", "c"])), [Seen::Other]);
+    assert_eq!(Kind::Channel.as_str(), "channel");
+    assert_eq!(Kind::Pattern.as_str(), "pattern");
+    assert_eq!(Kind::Shard.as_str(), "shard channel");
+}
+
+#[test]
+fn getters_follow_the_states() {
+    let mut t = T::ready(3, false);
+    assert!(t.subs.is_empty());
+    t.subs.subscribe(Kind::Channel, b"a").unwrap();
+    assert!(!t.subs.is_empty());
+    assert!(t.subs.is_wanted(Kind::Channel, b"a"));
+    assert!(!t.subs.is_wanted(Kind::Pattern, b"a"));
+    assert!(!t.subs.is_confirmed(Kind::Channel, b"a"));
+    t.pump();
+    assert_eq!(t.subs.stats().requests, 1);
+    t.recv(&push(&["subscribe", "a", ":1"]));
+    assert!(t.subs.is_confirmed(Kind::Channel, b"a"));
+    assert!(!t.subs.is_confirmed(Kind::Channel, b"b"));
+}
+
+#[test]
+fn changing_ones_mind_before_the_request_goes_out() {
+    let mut t = T::ready(3, false);
+    t.subs.subscribe(Kind::Channel, b"a").unwrap();
+    t.pump();
+    t.recv(&push(&["subscribe", "a", ":1"]));
+    t.written.clear();
+    // Unsubscribed and subscribed again before anything was written:
+    // nothing to send, still confirmed.
+    assert!(t.subs.unsubscribe(Kind::Channel, b"a"));
+    assert_eq!(t.subs.subscribe(Kind::Channel, b"a"), Ok(true));
+    assert!(t.subs.is_confirmed(Kind::Channel, b"a"));
+    t.pump();
+    assert!(t.written.is_empty(), "{:?}", t.written);
+    // Unsubscribe written, subscribed again, unsubscribed again: the
+    // unsubscribe in flight is what stands.
+    assert!(t.subs.unsubscribe(Kind::Channel, b"a"));
+    t.pump();
+    assert!(!t.subs.unsubscribe(Kind::Channel, b"a"), "already leaving");
+    assert_eq!(t.subs.subscribe(Kind::Channel, b"a"), Ok(true));
+    assert!(t.subs.unsubscribe(Kind::Channel, b"a"));
+    assert_eq!(
+        t.recv(&push(&["unsubscribe", "a", ":0"])),
+        [Seen::Unsubscribed(Kind::Channel, "a".into())]
+    );
+    assert!(t.subs.is_empty());
+}
+
+#[test]
+fn a_refused_name_can_be_asked_for_again() {
+    let mut t = T::ready(3, false);
+    t.subs.subscribe(Kind::Channel, b"x").unwrap();
+    t.pump();
+    t.recv(b"-NOPERM no\r\n");
+    assert!(!t.subs.is_wanted(Kind::Channel, b"x"));
+    // The application asks again (the ACL may have changed): wanted again.
+    assert_eq!(t.subs.subscribe(Kind::Channel, b"x"), Ok(true));
+    assert!(t.subs.is_wanted(Kind::Channel, b"x"));
+    t.written.clear();
+    t.pump();
+    assert_eq!(t.written, ["*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nx\r\n"]);
+}
+
+#[test]
+fn the_size_asked_for_is_exactly_enough() {
+    // Nine names: the header says *10, two digits.
+    let mut subs: Subscriptions<16, 64> = Subscriptions::new();
+    for i in 0..9 {
+        subs.subscribe(Kind::Channel, std::format!("{i}").as_bytes())
+            .unwrap();
+    }
+    subs.handle_ready(Instant::ZERO);
+    let Some(Err(needed)) = subs.poll_request(Instant::ZERO, &mut []) else {
+        panic!("an empty buffer is too small");
+    };
+    let mut buf = std::vec![0u8; needed];
+    let Some(Ok(req)) = subs.poll_request(Instant::ZERO, &mut buf) else {
+        panic!("exactly `needed` bytes are enough");
+    };
+    assert_eq!(req.len, needed);
+    assert_eq!(req.confirmations, 9);
+}
