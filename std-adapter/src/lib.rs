@@ -23,6 +23,11 @@
 //!   commands are described there.
 //! - [`cluster`]: cluster mode (`redis://h1:p1,h2:p2`, `REDIS_CLUSTER_NODES`):
 //!   the core's router over one connection per node.
+//! - [`pubsub`]: `subscribe` / `psubscribe` / `ssubscribe` as a stream that
+//!   marks its gaps, bounded per subscriber; `pushes()` for every other push.
+//! - [`sentinel`]: Sentinel mode (`redis+sentinel://h1:p1,h2:p2/master`): the
+//!   core's resolver over one connection per sentinel, the data node
+//!   following the master it names.
 //! - [`fallback`]: the in-memory cache that answers GETs while Redis is
 //!   down (fed only by what Redis acknowledged).
 //! - [`tls`]: TLS settings (`REDIS_TLS_*`) and [`tls::client_config`].

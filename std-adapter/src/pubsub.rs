@@ -4,7 +4,7 @@
 //! What is subscribed, what to send after a reconnect and what each push
 //! means are `resilis_core::pubsub`'s decisions; the driver that carries
 //! the subscriptions (the shared connection on RESP3, a dedicated one on
-//! RESP2) feeds it and hands what it delivers to the [`Hub`], which fans
+//! RESP2) feeds it and hands what it delivers to the hub, which fans
 //! messages out to the subscribers' buffers.
 //!
 //! Pub/sub is at-most-once. A subscriber is told where messages may be

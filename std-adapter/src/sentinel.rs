@@ -2,7 +2,7 @@
 //! sentinels and `resilis_core::sentinel::Resolver`, which decides where
 //! the master is, and tells the data node's drivers to follow it.
 //!
-//! - Each sentinel is a [`Node`] of its own (its own resilient connection,
+//! - Each sentinel is a node of its own (its own resilient connection,
 //!   its own credentials): asked `SENTINEL get-master-addr-by-name` when
 //!   the resolver starts a round, and, for the first two in the resolver's
 //!   order, subscribed to `+switch-master`.
