@@ -673,10 +673,42 @@ impl<const SENTINELS: usize> Resolver<SENTINELS> {
         sentinel: SentinelId,
         payload: &[u8],
     ) -> SwitchOutcome {
+        let parsed = wire::split_switch(payload);
+        self.announced(now, sentinel, parsed, ChangeCause::SwitchMaster)
+    }
+
+    /// A `+failover-state-send-slaveof-noone` message from the failover's
+    /// leader: the replica named is about to become the master, and a
+    /// write the old master takes from now on may be lost. The master
+    /// becomes that replica at once and the old one is suspect; until
+    /// `suspect_for` has passed, [`handle_not_master`](Self::handle_not_master)
+    /// for it is ignored (its `ROLE` may say `slave` for a few
+    /// milliseconds more: the adapter keeps retrying it with its backoff
+    /// instead of asking the sentinels, who still name the old master until
+    /// `+switch-master`).
+    pub fn handle_promoting(
+        &mut self,
+        now: Instant,
+        sentinel: SentinelId,
+        payload: &[u8],
+    ) -> SwitchOutcome {
+        let parsed = wire::split_promoting(payload);
+        self.announced(now, sentinel, parsed, ChangeCause::Promoting)
+    }
+
+    /// A sentinel announced that the master moved from `old` to `new`
+    /// (done: `SwitchMaster`, a round confirms it; under way: `Promoting`).
+    fn announced(
+        &mut self,
+        now: Instant,
+        sentinel: SentinelId,
+        parsed: Option<(&[u8], NodeAddr, NodeAddr)>,
+        cause: ChangeCause,
+    ) -> SwitchOutcome {
         if self.addr(sentinel).is_none() {
             return SwitchOutcome::UnknownSentinel;
         }
-        let Some((name, old, new)) = wire::split_switch(payload) else {
+        let Some((name, old, new)) = parsed else {
             return SwitchOutcome::Malformed;
         };
         if name != self.name.as_bytes() {
@@ -696,47 +728,13 @@ impl<const SENTINELS: usize> Resolver<SENTINELS> {
             self.suspect = None;
         }
         self.last_error = None;
-        self.set_master(Some(new), ChangeCause::SwitchMaster);
-        self.round_due_at(now);
-        SwitchOutcome::Switched
-    }
-
-    /// A `+failover-state-send-slaveof-noone` message from the failover's
-    /// leader: the replica named is about to become the master, and a
-    /// write the old master takes from now on may be lost. The master
-    /// becomes that replica at once and the old one is suspect; until
-    /// `suspect_for` has passed, [`handle_not_master`](Self::handle_not_master)
-    /// for it is ignored (its `ROLE` may say `slave` for a few
-    /// milliseconds more: the adapter keeps retrying it with its backoff
-    /// instead of asking the sentinels, who still name the old master until
-    /// `+switch-master`).
-    pub fn handle_promoting(
-        &mut self,
-        now: Instant,
-        sentinel: SentinelId,
-        payload: &[u8],
-    ) -> SwitchOutcome {
-        if self.addr(sentinel).is_none() {
-            return SwitchOutcome::UnknownSentinel;
+        if cause == ChangeCause::Promoting {
+            self.promoting_until = Some(now + self.config.suspect_for);
         }
-        let Some((name, old, new)) = wire::split_promoting(payload) else {
-            return SwitchOutcome::Malformed;
-        };
-        if name != self.name.as_bytes() {
-            return SwitchOutcome::OtherName;
+        self.set_master(Some(new), cause);
+        if cause == ChangeCause::SwitchMaster {
+            self.round_due_at(now);
         }
-        if self.master.as_ref() == Some(&new) {
-            self.stats.duplicate_switches += 1;
-            return SwitchOutcome::AlreadyMaster;
-        }
-        self.stats.switches += 1;
-        self.suspect = Some(Suspect {
-            addr: old,
-            until: now + self.config.suspect_for,
-        });
-        self.promoting_until = Some(now + self.config.suspect_for);
-        self.last_error = None;
-        self.set_master(Some(new), ChangeCause::Promoting);
         SwitchOutcome::Switched
     }
 
