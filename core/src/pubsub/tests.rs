@@ -424,6 +424,7 @@ fn an_acl_refusal_ends_those_subscriptions_not_the_connection() {
     assert_eq!(names.collect::<Vec<_>>(), [(Kind::Channel, &b"secret"[..])]);
     assert!(text.starts_with(b"NOPERM"));
     t.subs.clear_refused();
+    assert_eq!(t.subs.refused().0.count(), 0, "cleared");
     assert_eq!(t.subs.len(), 1);
     // Not retried after a reconnect.
     t.reconnect(10);
