@@ -682,20 +682,74 @@ fn a_refused_name_can_be_asked_for_again() {
 
 #[test]
 fn the_size_asked_for_is_exactly_enough() {
-    // Nine names: the header says *10, two digits.
-    let mut subs: Subscriptions<16, 64> = Subscriptions::new();
-    for i in 0..9 {
-        subs.subscribe(Kind::Channel, std::format!("{i}").as_bytes())
-            .unwrap();
+    // 1, 9 and 120 names: headers of one, two and three digits.
+    for count in [1usize, 9, 120] {
+        let mut subs: Subscriptions<128, 1024> = Subscriptions::new();
+        for i in 0..count {
+            subs.subscribe(Kind::Channel, std::format!("{i}").as_bytes())
+                .unwrap();
+        }
+        subs.handle_ready(Instant::ZERO);
+        let Some(Err(needed)) = subs.poll_request(Instant::ZERO, &mut []) else {
+            panic!("an empty buffer is too small");
+        };
+        let mut buf = std::vec![0u8; needed];
+        let Some(Ok(req)) = subs.poll_request(Instant::ZERO, &mut buf) else {
+            panic!("exactly `needed` bytes are enough for {count} names");
+        };
+        assert_eq!(req.len, needed);
+        assert_eq!(usize::from(req.confirmations), count);
     }
-    subs.handle_ready(Instant::ZERO);
-    let Some(Err(needed)) = subs.poll_request(Instant::ZERO, &mut []) else {
-        panic!("an empty buffer is too small");
-    };
-    let mut buf = std::vec![0u8; needed];
-    let Some(Ok(req)) = subs.poll_request(Instant::ZERO, &mut buf) else {
-        panic!("exactly `needed` bytes are enough");
-    };
-    assert_eq!(req.len, needed);
-    assert_eq!(req.confirmations, 9);
+}
+
+#[test]
+fn counters_count() {
+    let mut t = T::ready(3, false);
+    t.subs.subscribe(Kind::Channel, b"a").unwrap();
+    t.subs.subscribe(Kind::Channel, b"b").unwrap();
+    t.pump();
+    let mut confirm = push(&["subscribe", "a", ":1"]);
+    confirm.extend(push(&["subscribe", "b", ":2"]));
+    t.recv(&confirm);
+    t.recv(&push(&["message", "a", "1"]));
+    t.recv(&push(&["message", "b", "2"]));
+    assert_eq!(t.subs.stats().messages, 2);
+    t.reconnect(10);
+    t.recv(&confirm);
+    t.reconnect(10);
+    t.recv(&confirm);
+    assert_eq!(t.subs.stats().resubscribes, 2);
+    assert_eq!(t.subs.stats().gaps, 4);
+    t.subs.subscribe(Kind::Channel, b"x").unwrap();
+    t.subs.subscribe(Kind::Pattern, b"y*").unwrap();
+    t.pump();
+    t.recv(b"-NOPERM no\r\n");
+    t.recv(b"-NOPERM no\r\n");
+    assert_eq!(t.subs.stats().refused, 2);
+}
+
+#[test]
+fn a_refused_unsubscribe_ends_only_its_own_request() {
+    let mut t = T::ready(3, false);
+    t.subs.subscribe(Kind::Channel, b"a").unwrap();
+    t.subs.subscribe(Kind::Channel, b"b").unwrap();
+    t.pump();
+    let mut confirm = push(&["subscribe", "a", ":1"]);
+    confirm.extend(push(&["subscribe", "b", ":2"]));
+    t.recv(&confirm);
+    t.subs.unsubscribe(Kind::Channel, b"a");
+    t.pump();
+    t.subs.unsubscribe(Kind::Channel, b"b");
+    t.pump();
+    // The first UNSUBSCRIBE is refused: a is gone for the application (a
+    // new subscribe of it is a new request); b's is still in flight.
+    t.recv(b"-ERR no\r\n");
+    t.written.clear();
+    assert_eq!(t.subs.subscribe(Kind::Channel, b"a"), Ok(true));
+    t.pump();
+    assert_eq!(t.written, ["*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n"]);
+    assert_eq!(
+        t.recv(&push(&["unsubscribe", "b", ":1"])),
+        [Seen::Unsubscribed(Kind::Channel, "b".into())]
+    );
 }
