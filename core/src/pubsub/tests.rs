@@ -196,6 +196,15 @@ fn push(items: &[&str]) -> Vec<u8> {
     out
 }
 
+/// The server's confirmations of a SUBSCRIBE of `names`.
+fn confirms(names: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        out.extend(push(&["subscribe", name, &std::format!(":{}", i + 1)]));
+    }
+    out
+}
+
 fn array(items: &[&str]) -> Vec<u8> {
     let mut out = push(items);
     out[0] = b'*';
@@ -256,8 +265,7 @@ fn after_a_reconnect_the_core_resubscribes_and_reports_the_gap() {
     t.subs.subscribe(Kind::Channel, b"a").unwrap();
     t.subs.subscribe(Kind::Channel, b"b").unwrap();
     t.pump();
-    let mut confirm = push(&["subscribe", "a", ":1"]);
-    confirm.extend(push(&["subscribe", "b", ":2"]));
+    let confirm = confirms(&["a", "b"]);
     t.recv(&confirm);
     let lost_at = t.now + Duration::from_millis(1000);
     t.reconnect(1000);
@@ -317,8 +325,7 @@ fn unsubscribe_is_written_and_confirmed_then_forgotten() {
     t.subs.subscribe(Kind::Channel, b"a").unwrap();
     t.subs.subscribe(Kind::Channel, b"b").unwrap();
     t.pump();
-    let mut confirm = push(&["subscribe", "a", ":1"]);
-    confirm.extend(push(&["subscribe", "b", ":2"]));
+    let confirm = confirms(&["a", "b"]);
     t.recv(&confirm);
     t.written.clear();
     assert!(t.subs.unsubscribe(Kind::Channel, b"a"));
@@ -708,8 +715,7 @@ fn counters_count() {
     t.subs.subscribe(Kind::Channel, b"a").unwrap();
     t.subs.subscribe(Kind::Channel, b"b").unwrap();
     t.pump();
-    let mut confirm = push(&["subscribe", "a", ":1"]);
-    confirm.extend(push(&["subscribe", "b", ":2"]));
+    let confirm = confirms(&["a", "b"]);
     t.recv(&confirm);
     t.recv(&push(&["message", "a", "1"]));
     t.recv(&push(&["message", "b", "2"]));
@@ -734,8 +740,7 @@ fn a_refused_unsubscribe_ends_only_its_own_request() {
     t.subs.subscribe(Kind::Channel, b"a").unwrap();
     t.subs.subscribe(Kind::Channel, b"b").unwrap();
     t.pump();
-    let mut confirm = push(&["subscribe", "a", ":1"]);
-    confirm.extend(push(&["subscribe", "b", ":2"]));
+    let confirm = confirms(&["a", "b"]);
     t.recv(&confirm);
     t.subs.unsubscribe(Kind::Channel, b"a");
     t.pump();
