@@ -217,6 +217,27 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A connection of this node besides the shared one (the blocking
+    /// pool's, or the RESP2 subscriber's): its own counters, and commands
+    /// wait for it to connect rather than fail fast (they were going to
+    /// wait anyway). In Sentinel mode it follows the master too.
+    fn spawn_extra(&self, subscriber: bool) -> Result<Handle, Error> {
+        let mut options = self.inner.options.clone();
+        options.offline = OfflineMode::QueueThenFail;
+        options.config.subscriber = subscriber;
+        let label = if subscriber { " (subscriber)" } else { "" };
+        let shared = Arc::new(Shared::new(
+            format!("{}{label}", endpoint(&options.config)),
+            FallbackConfig::default(),
+        ));
+        spawn(
+            &options,
+            self.inner.tls.clone(),
+            shared,
+            self.inner.follow.as_ref(),
+        )
+    }
+
     /// A connection of the blocking pool for one more blocking command: an
     /// idle one, else a new one (up to [`MAX_BLOCKING`]), else the least busy.
     fn blocking_handle(&self) -> Result<(mpsc::Sender<Request>, Arc<AtomicUsize>), Error> {
@@ -226,20 +247,7 @@ impl Node {
             return Ok((h.tx.clone(), h.outstanding.clone()));
         }
         if pool.len() < MAX_BLOCKING {
-            let mut options = self.inner.options.clone();
-            // A blocking command waits for its connection rather than fail
-            // fast: it was going to wait anyway.
-            options.offline = OfflineMode::QueueThenFail;
-            let shared = Arc::new(Shared::new(
-                endpoint(&options.config),
-                FallbackConfig::default(),
-            ));
-            let handle = spawn(
-                &options,
-                self.inner.tls.clone(),
-                shared,
-                self.inner.follow.as_ref(),
-            )?;
+            let handle = self.spawn_extra(false)?;
             pool.push(Pooled {
                 tx: handle.tx,
                 outstanding: Arc::new(AtomicUsize::new(0)),
@@ -319,19 +327,7 @@ impl Node {
         if let Some(handle) = &*slot {
             return Ok((handle.tx.clone(), handle.shared.clone()));
         }
-        let mut options = self.inner.options.clone();
-        options.config.subscriber = true;
-        options.offline = OfflineMode::QueueThenFail;
-        let shared = Arc::new(Shared::new(
-            format!("{} (subscriber)", endpoint(&options.config)),
-            FallbackConfig::default(),
-        ));
-        let handle = spawn(
-            &options,
-            self.inner.tls.clone(),
-            shared,
-            self.inner.follow.as_ref(),
-        )?;
+        let handle = self.spawn_extra(true)?;
         let carrier = (handle.tx.clone(), handle.shared.clone());
         *slot = Some(handle);
         Ok(carrier)
