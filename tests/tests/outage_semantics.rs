@@ -362,6 +362,18 @@ async fn an_abandoned_blpop_never_swallows_a_job() {
     )
     .await;
     let blocked_after_drop = blocked_clients(&server);
+    // The client closes the BLPOP's connection as soon as its caller is
+    // gone: the server stops counting it as blocked (bounded wait; under a
+    // loaded machine the close may take a few milliseconds to arrive). If
+    // the client kept it open, this fails.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while blocked_clients(&server) != "0" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the abandoned BLPOP is still blocked on the server"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(server.command(&["RPUSH", "q", "job1"]), "1");
     sleep(Duration::from_millis(300)).await;
     let left = server.command(&["LRANGE", "q", "0", "-1"]);
