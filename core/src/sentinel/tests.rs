@@ -751,3 +751,272 @@ fn promotion_payloads_that_do_not_fit_are_ignored() {
     );
     assert_eq!(r.master(), Some(&node(1)));
 }
+
+/// Five sentinels (26379..26383): a strict majority is three.
+fn five() -> R {
+    R::new(
+        SentinelConfig::default(),
+        "mymaster",
+        [
+            ("127.0.0.1", 26379),
+            ("127.0.0.1", 26380),
+            ("127.0.0.1", 26381),
+            ("127.0.0.1", 26382),
+            ("127.0.0.1", 26383),
+        ],
+    )
+    .expect("valid")
+}
+
+const S3: SentinelId = SentinelId(3);
+const S4: SentinelId = SentinelId(4);
+
+#[test]
+fn a_round_polled_at_exactly_its_deadline_ends_there() {
+    let mut r = three();
+    assert!(!r.is_asking(), "idle until the first poll");
+    ask(&mut r, ms(0));
+    assert!(r.is_asking());
+    assert_eq!(r.handle_answer(ms(1), S1, names(1)), None, "1 of 3");
+    assert!(r.is_asking());
+    no_ask(&mut r, ms(499));
+    assert!(r.is_asking(), "a millisecond before `until`: still out");
+    no_ask(&mut r, ms(500));
+    assert!(!r.is_asking(), "at `until` the round is over");
+    assert_eq!(r.master(), Some(&node(1)), "the lone vote won");
+    assert_eq!(r.poll_timeout(), Some(ms(1_500)), "a recheck later");
+}
+
+#[test]
+fn an_answer_at_the_deadline_ends_the_round_before_handle_timeout() {
+    let mut r = three();
+    ask(&mut r, ms(0));
+    assert_eq!(r.handle_answer(ms(499), S0, Answer::Failed), None);
+    // The adapter's timer has not fired yet; the answer is counted and the
+    // silent S2 fails with the round.
+    assert_eq!(
+        r.handle_answer(ms(500), S1, names(1)),
+        Some(RoundOutcome::Changed { votes: 1 })
+    );
+    assert!(!r.is_asking());
+    assert_eq!(r.master(), Some(&node(1)));
+    assert_eq!(r.stats().failed, 2, "S0, then S2 at the deadline");
+    assert_eq!(r.handle_timeout(ms(500)), None, "nothing left to end");
+}
+
+#[test]
+fn a_master_with_no_host_or_no_port_is_a_failed_answer() {
+    // Were it a vote, S0's would win the tie: S0 is first in the order.
+    for bad in [
+        NodeAddr::new("", 6379).unwrap(),
+        NodeAddr::new("10.0.0.9", 0).unwrap(),
+    ] {
+        let mut r = three();
+        ask(&mut r, ms(0));
+        r.handle_answer(ms(1), S0, Answer::Master(bad.clone()));
+        r.handle_answer(ms(1), S2, Answer::Failed);
+        assert_eq!(
+            r.handle_answer(ms(2), S1, names(1)),
+            Some(RoundOutcome::Changed { votes: 1 }),
+            "{bad:?}"
+        );
+        assert_eq!(r.master(), Some(&node(1)), "{bad:?}");
+        assert_eq!((r.stats().named, r.stats().failed), (1, 2), "{bad:?}");
+        assert_eq!(order(&r), [S1, S0, S2], "{bad:?}: S0 sinks as failed");
+    }
+}
+
+#[test]
+fn every_answer_and_round_is_counted() {
+    let mut r = three();
+    // Round 1: one names the master, one does not know the name, one fails.
+    ask(&mut r, ms(0));
+    r.handle_answer(ms(1), S0, names(1));
+    r.handle_answer(ms(1), S1, nil());
+    assert_eq!(
+        r.handle_answer(ms(1), S2, Answer::Failed),
+        Some(RoundOutcome::Changed { votes: 1 })
+    );
+    // Round 2: one names it, two stay silent until the deadline.
+    ask(&mut r, ms(1_001));
+    r.handle_answer(ms(1_002), S0, names(1));
+    assert_eq!(
+        r.handle_timeout(ms(1_501)),
+        Some(RoundOutcome::Confirmed { votes: 1 })
+    );
+    // Rounds 3 and 4: nobody answers.
+    ask(&mut r, ms(2_501));
+    assert_eq!(
+        r.handle_timeout(ms(3_001)),
+        Some(RoundOutcome::NoMaster(ResolveError::NoAnswer { failed: 3 }))
+    );
+    ask(&mut r, ms(3_501));
+    r.handle_timeout(ms(4_001));
+    // The master is reported a replica, twice (a master in between).
+    assert!(r.handle_not_master(ms(4_100)));
+    ask(&mut r, ms(4_100));
+    r.handle_answer(ms(4_101), S0, names(2));
+    r.handle_answer(ms(4_101), S1, names(2));
+    assert!(r.handle_not_master(ms(4_200)));
+    assert_eq!(
+        r.stats(),
+        SentinelStats {
+            rounds: 5,
+            rounds_without_master: 2,
+            named: 4,
+            unknown: 1,
+            failed: 1 + 2 + 3 + 3,
+            ignored: 0,
+            switches: 0,
+            duplicate_switches: 0,
+            not_master: 2,
+            changes_dropped: 0,
+        }
+    );
+}
+
+#[test]
+fn a_tie_stays_with_the_earlier_sentinel_when_it_answered_first() {
+    let mut r = three();
+    ask(&mut r, ms(0));
+    r.handle_answer(ms(1), S0, names(2));
+    r.handle_answer(ms(2), S1, names(1));
+    assert_eq!(
+        r.handle_answer(ms(3), S2, Answer::Failed),
+        Some(RoundOutcome::Changed { votes: 1 })
+    );
+    assert_eq!(r.master(), Some(&node(2)), "S0 is ahead of S1");
+    assert_eq!(order(&r), [S0, S1, S2]);
+}
+
+#[test]
+fn with_five_sentinels_a_majority_is_three() {
+    let mut r = five();
+    ask(&mut r, ms(0));
+    assert_eq!(r.handle_answer(ms(1), S0, names(1)), None);
+    assert_eq!(
+        r.handle_answer(ms(1), S1, names(1)),
+        None,
+        "2 of 5 is no majority"
+    );
+    assert_eq!(r.master(), None);
+    assert_eq!(
+        r.handle_answer(ms(2), S3, names(1)),
+        Some(RoundOutcome::Changed { votes: 3 })
+    );
+    assert_eq!(r.master(), Some(&node(1)));
+}
+
+#[test]
+fn more_votes_beat_an_earlier_sentinel() {
+    let mut r = five();
+    ask(&mut r, ms(0));
+    r.handle_answer(ms(1), S1, names(1));
+    r.handle_answer(ms(1), S2, names(1));
+    r.handle_answer(ms(2), S0, names(2));
+    r.handle_answer(ms(3), S3, Answer::Failed);
+    assert_eq!(
+        r.handle_answer(ms(3), S4, Answer::Failed),
+        Some(RoundOutcome::Changed { votes: 2 }),
+        "two votes against one, though S0 is first in the order"
+    );
+    assert_eq!(r.master(), Some(&node(1)));
+    assert_eq!(order(&r), [S1, S0, S2, S3, S4]);
+}
+
+#[test]
+fn with_five_sentinels_a_suspect_takes_three_votes_to_come_back() {
+    let mut r = five();
+    ask(&mut r, ms(0));
+    for s in [S0, S1, S2] {
+        r.handle_answer(ms(1), s, names(1));
+    }
+    assert_eq!(r.master(), Some(&node(1)));
+    assert!(r.handle_not_master(ms(100)));
+    ask(&mut r, ms(100));
+    r.handle_answer(ms(101), S0, names(1));
+    r.handle_answer(ms(101), S1, names(1));
+    for s in [S2, S3] {
+        r.handle_answer(ms(101), s, Answer::Failed);
+    }
+    assert_eq!(
+        r.handle_answer(ms(101), S4, Answer::Failed),
+        Some(RoundOutcome::NoMaster(ResolveError::OnlySuspect {
+            votes: 2
+        })),
+        "2 of 5 is no majority"
+    );
+    assert_eq!(r.master(), None);
+    // Three, and no other address: taken back.
+    ask(&mut r, ms(601));
+    for s in [S0, S1, S2] {
+        r.handle_answer(ms(602), s, names(1));
+    }
+    assert_eq!(r.master(), None, "a suspect's majority does not end it");
+    r.handle_answer(ms(602), S3, Answer::Failed);
+    assert_eq!(
+        r.handle_answer(ms(602), S4, Answer::Failed),
+        Some(RoundOutcome::Changed { votes: 3 })
+    );
+    assert_eq!(r.master(), Some(&node(1)));
+}
+
+#[test]
+fn a_switch_that_names_the_suspect_as_both_ends_clears_it() {
+    let mut r = resolved();
+    assert!(r.handle_not_master(ms(400)));
+    assert_eq!(r.suspect(), Some(&node(1)));
+    // No move, to another address: the suspicion stands.
+    assert_eq!(
+        r.handle_switch_master(ms(401), S0, &switch(2, 2)),
+        SwitchOutcome::Switched
+    );
+    assert_eq!(r.master(), Some(&node(2)));
+    assert_eq!(r.suspect(), Some(&node(1)));
+    // No move, to the suspect itself: the sentinels vouch for it.
+    assert_eq!(
+        r.handle_switch_master(ms(402), S0, &switch(1, 1)),
+        SwitchOutcome::Switched
+    );
+    assert_eq!(r.master(), Some(&node(1)));
+    assert_eq!(r.suspect(), None);
+}
+
+#[test]
+fn a_promotion_shields_the_replica_role_until_exactly_suspect_for() {
+    let mut r = resolved();
+    assert_eq!(
+        r.handle_promoting(ms(300), S2, &promoting(1, 2)),
+        SwitchOutcome::Switched
+    );
+    // suspect_for is 5 s.
+    assert!(!r.handle_not_master(ms(5_299)));
+    assert_eq!(r.master(), Some(&node(2)));
+    assert!(r.handle_not_master(ms(5_300)), "the shield is over");
+    assert_eq!(r.master(), None);
+}
+
+#[test]
+fn a_suspicion_ends_at_exactly_suspect_for() {
+    // Suspect from 400 ms until 5 400 ms.
+    let mut r = resolved();
+    r.handle_not_master(ms(400));
+    ask(&mut r, ms(5_000));
+    r.handle_answer(ms(5_399), S0, names(1));
+    assert_eq!(
+        r.handle_answer(ms(5_399), S1, names(1)),
+        None,
+        "still suspect: a majority does not end the round"
+    );
+
+    let mut r = resolved();
+    r.handle_not_master(ms(400));
+    ask(&mut r, ms(5_000));
+    r.handle_answer(ms(5_400), S0, names(1));
+    assert_eq!(
+        r.handle_answer(ms(5_400), S1, names(1)),
+        Some(RoundOutcome::Changed { votes: 2 }),
+        "no longer suspect: an ordinary majority"
+    );
+    assert_eq!(r.suspect(), None);
+}
