@@ -48,6 +48,7 @@ pub mod raw;
 pub mod sentinel;
 pub mod server;
 pub mod soak;
+pub mod table;
 pub mod tls;
 
 pub use cluster::Cluster;
