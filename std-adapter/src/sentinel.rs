@@ -425,9 +425,7 @@ impl Watcher {
         let health = self.health.clone();
         let timeout = self.recheck.max(Duration::from_millis(100));
         tokio::spawn(async move {
-            let bytes = crate::encoding::encode_vec(|b| {
-                resilis_core::resp::encode::encode_args(b, &[b"ROLE"])
-            });
+            let bytes = crate::encoding::encode_vec(resilis_core::resp::encode::role);
             let Ok(Ok(reply)) =
                 tokio::time::timeout(timeout, data.request_raw(bytes, timeout)).await
             else {

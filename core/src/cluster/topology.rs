@@ -368,7 +368,7 @@ impl<const NODES: usize, const RANGES: usize> Topology<NODES, RANGES> {
         for shard in elements(reply, "reply")? {
             let (mut slots, mut nodes) = (None, None);
             for (key, value) in fields(&shard, "shard")? {
-                match text(&key) {
+                match key.as_text() {
                     Some(b"slots") => slots = Some(value),
                     Some(b"nodes") => nodes = Some(value),
                     _ => {}
@@ -561,20 +561,20 @@ impl<'a> ShardNode<'a> {
         };
         let mut role = None;
         for (key, value) in fields(frame, "node")? {
-            match text(&key) {
+            match key.as_text() {
                 Some(b"endpoint") => node.endpoint = Some(text_or_null(&value, "endpoint")?),
                 Some(b"ip") => node.ip = Some(text_or_null(&value, "ip")?),
                 Some(b"hostname") => node.hostname = Some(text_or_null(&value, "hostname")?),
                 Some(b"port") => node.port = Some(port_number(&value)?),
                 Some(b"tls-port") => node.tls_port = Some(port_number(&value)?),
                 Some(b"role") => {
-                    role = Some(match text(&value) {
+                    role = Some(match value.as_text() {
                         Some(b"master" | b"primary") => Role::Primary,
                         Some(b"replica" | b"slave") => Role::Replica,
                         _ => return Err(malformed("node role")),
                     })
                 }
-                Some(b"health") => node.online = text(&value) == Some(b"online"),
+                Some(b"health") => node.online = value.as_text() == Some(b"online"),
                 // `id`, `replication-offset`, and whatever later versions add.
                 _ => {}
             }
@@ -603,7 +603,7 @@ fn slots_node(frame: &Frame<'_>, answered_by: &[u8]) -> Result<NodeAddr, Topolog
     let (mut ip, mut hostname) = (None, None);
     if let Some(metadata) = parts.nth(1) {
         for (key, value) in fields(&metadata, "node metadata")? {
-            match text(&key) {
+            match key.as_text() {
                 Some(b"ip") => ip = Some(text_or_null(&value, "ip")?),
                 Some(b"hostname") => hostname = Some(text_or_null(&value, "hostname")?),
                 _ => {}
@@ -690,18 +690,11 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-fn text<'a>(frame: &Frame<'a>) -> Option<&'a [u8]> {
-    match *frame {
-        Frame::BulkString(t) | Frame::SimpleString(t) | Frame::Verbatim { text: t, .. } => Some(t),
-        _ => None,
-    }
-}
-
 /// A null host is an unknown endpoint, like an empty one.
 fn text_or_null<'a>(frame: &Frame<'a>, what: &'static str) -> Result<&'a [u8], TopologyError> {
     match frame {
         Frame::Null => Ok(b""),
-        _ => text(frame).ok_or(malformed(what)),
+        _ => frame.as_text().ok_or(malformed(what)),
     }
 }
 

@@ -99,7 +99,7 @@ pub(crate) fn encode_step(
         HandshakeStep::SetName => encode::client_setname(buf, config.client_name.as_bytes()),
         HandshakeStep::Select => encode::select(buf, config.db),
         HandshakeStep::ReadOnly => encode::encode_args(buf, &[b"READONLY"]),
-        HandshakeStep::Role => encode::encode_args(buf, &[b"ROLE"]),
+        HandshakeStep::Role => encode::role(buf),
         HandshakeStep::Ping => encode::ping(buf),
     }
 }

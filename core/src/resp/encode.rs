@@ -306,6 +306,11 @@ impl Sink for alloc::vec::Vec<u8> {
 // ---- Helpers -------------------------------------------------------------
 
 /// `PING`
+/// `ROLE`: what the server is (master, replica, sentinel).
+pub fn role(buf: &mut [u8]) -> Result<usize, EncodeError> {
+    encode_args(buf, &[b"ROLE"])
+}
+
 pub fn ping(buf: &mut [u8]) -> Result<usize, EncodeError> {
     encode_args(buf, &[b"PING"])
 }

@@ -76,7 +76,10 @@ pub fn parse_master_answer(frame: &Frame<'_>) -> Answer {
             let mut items = items.iter();
             let host = items.next();
             let port = items.next();
-            match (host.as_ref().and_then(text), port.as_ref().and_then(text)) {
+            match (
+                host.as_ref().and_then(Frame::as_text),
+                port.as_ref().and_then(Frame::as_text),
+            ) {
                 (Some(host), Some(port)) => {
                     address(host, port).map_or(Answer::Failed, Answer::Master)
                 }
@@ -95,7 +98,7 @@ pub fn parse_role(frame: &Frame<'_>) -> Option<NodeRole> {
         return None;
     };
     let first = items.iter().next()?;
-    let role = text(&first)?;
+    let role = first.as_text()?;
     if role.eq_ignore_ascii_case(b"master") {
         Some(NodeRole::Master)
     } else if role.eq_ignore_ascii_case(b"slave") || role.eq_ignore_ascii_case(b"replica") {
@@ -129,9 +132,9 @@ pub fn switch_payload<'a>(frame: &Frame<'a>) -> Option<&'a [u8]> {
         return None;
     }
     let mut items = items.iter();
-    let kind = items.next().as_ref().and_then(text)?;
-    let channel = items.next().as_ref().and_then(text)?;
-    let payload = items.next().as_ref().and_then(text)?;
+    let kind = items.next().as_ref().and_then(Frame::as_text)?;
+    let channel = items.next().as_ref().and_then(Frame::as_text)?;
+    let payload = items.next().as_ref().and_then(Frame::as_text)?;
     (kind == b"message" && channel == SWITCH_MASTER_CHANNEL.as_bytes()).then_some(payload)
 }
 
@@ -183,13 +186,6 @@ fn decimal_port(text: &[u8]) -> Option<u16> {
 }
 
 /// The text of a string frame.
-fn text<'a>(frame: &Frame<'a>) -> Option<&'a [u8]> {
-    match *frame {
-        Frame::BulkString(t) | Frame::SimpleString(t) | Frame::Verbatim { text: t, .. } => Some(t),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     extern crate std;
