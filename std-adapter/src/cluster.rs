@@ -209,11 +209,12 @@ impl Cluster {
         Ok(Some((node, key)))
     }
 
-    /// A `MOVED` error text met outside a routed command (a pub/sub
-    /// resubscribe), from the node at `from`: the router patches its map.
-    pub(crate) fn note_moved(&self, text: &str, from: &str) {
+    /// An error text met outside a routed command (a pub/sub resubscribe),
+    /// from the node at `from`: a `MOVED` (as the core reads it) patches
+    /// the router's map. Returns whether it was one.
+    pub(crate) fn note_moved(&self, text: &str, from: &str) -> bool {
         let Some(ClusterReply::Moved { slot, host, port }) = classify_error(text.as_bytes()) else {
-            return;
+            return false;
         };
         // An empty host is the host of the node that answered.
         let from_host = from.rsplit_once(':').map_or(from, |(h, _)| h);
@@ -222,6 +223,7 @@ impl Cluster {
         let mut router = self.router();
         router.handle_moved(now, slot, host, port);
         self.publish(&router);
+        true
     }
 
     /// The phase of the node at `key`, if the cluster has a connection there.

@@ -22,7 +22,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use resilis_core::PhaseKind;
-use resilis_core::cluster::slot;
+use resilis_core::cluster::{ClusterReply, classify_error, slot};
 
 use crate::cluster::Cluster;
 use crate::error::Error;
@@ -95,6 +95,14 @@ async fn owner(
     }
 }
 
+/// A MOVED or ASK, as the core reads an error reply.
+fn is_redirect(text: &str) -> bool {
+    matches!(
+        classify_error(text.as_bytes()),
+        Some(ClusterReply::Moved { .. } | ClusterReply::Ask { .. })
+    )
+}
+
 /// What happened on one pass.
 enum Step {
     Item(usize, PubSubItem),
@@ -137,9 +145,7 @@ async fn run(cluster: Weak<Cluster>, kind: Kind, mut groups: Vec<Group>, sink: A
             return;
         };
         match step {
-            Step::Item(i, PubSubItem::Refused { server, .. })
-                if server.starts_with("MOVED") || server.starts_with("ASK") =>
-            {
+            Step::Item(i, PubSubItem::Refused { server, .. }) if is_redirect(&server) => {
                 // The server dropped it and the resubscribe met a redirect:
                 // the slot lives elsewhere now, and the router learns where.
                 let g = &mut groups[i];
@@ -199,9 +205,7 @@ async fn place(cluster: &Arc<Cluster>, kind: Kind, groups: &mut [Group], sink: &
                 g.node = key;
                 g.lost_since = None;
             }
-            Ok(Err(Error::Server(text))) if text.starts_with("MOVED") => {
-                cluster.note_moved(&text, &key);
-            }
+            Ok(Err(Error::Server(text))) if cluster.note_moved(&text, &key) => {}
             Ok(Err(Error::Server(text))) => {
                 for name in &g.names {
                     sink.push(PubSubItem::Refused {

@@ -33,6 +33,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use resilis_core::PhaseKind;
+use resilis_core::cluster::{ClusterReply, classify_error};
 use resilis_core::command::{Class, Route};
 pub use resilis_core::resp::encode::{Expiry, SetCondition};
 use tokio::sync::broadcast;
@@ -356,7 +357,7 @@ impl Client {
                 let result = node.request(bytes, class, timeout, false).await;
                 // Sentinel mode: a replica's refusal means the master moved.
                 if let (Some(sentinel), Err(Error::Server(text))) = (&self.inner.sentinel, &result)
-                    && text.starts_with("READONLY")
+                    && classify_error(text.as_bytes()) == Some(ClusterReply::ReadOnly)
                 {
                     sentinel.saw_readonly();
                 }
